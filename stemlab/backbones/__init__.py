@@ -1,0 +1,22 @@
+"""Registry of backbones that accept any stem and adapt their first stage to its width."""
+
+from stemlab.backbones import c3d, recurrent, resnet2d, video_resnet  # noqa: F401  (registration)
+from stemlab.backbones.base import Backbone
+from stemlab.backbones.c3d import C3D
+from stemlab.backbones.recurrent import ConvLSTMCell, ConvLSTMNet, FrameRNN
+from stemlab.backbones.registry import BACKBONES, list_backbones, register_backbone
+from stemlab.backbones.resnet2d import ResNet2d
+from stemlab.backbones.video_resnet import VideoResNet
+
+__all__ = [
+    "BACKBONES",
+    "C3D",
+    "Backbone",
+    "ConvLSTMCell",
+    "ConvLSTMNet",
+    "FrameRNN",
+    "ResNet2d",
+    "VideoResNet",
+    "list_backbones",
+    "register_backbone",
+]
