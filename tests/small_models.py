@@ -1,0 +1,18 @@
+"""Scaled-down backbone options so every stem x backbone pair runs in milliseconds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SMALL_KWARGS: dict[str, dict[str, Any]] = {
+    "c3d": {"widths": (8, 16, 16, 16), "fc_width": 16, "input_size": (4, 32, 32)},
+    "conv_lstm": {"widths": (8, 16), "layers": (1, 1), "hidden_channels": 8},
+    "cnn_lstm": {"widths": (8, 8, 16, 16), "layers": (1, 1, 1, 1), "hidden_size": 16},
+    "cnn_gru": {"widths": (8, 8, 16, 16), "layers": (1, 1, 1, 1), "hidden_size": 16},
+}
+DEFAULT_SMALL: dict[str, Any] = {"widths": (8, 8, 16, 16), "layers": (1, 1, 1, 1)}
+
+
+def small_kwargs(backbone: str) -> dict[str, Any]:
+    """Options that shrink ``backbone`` for CPU tests."""
+    return dict(SMALL_KWARGS.get(backbone, DEFAULT_SMALL))
