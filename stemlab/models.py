@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+from collections.abc import Mapping
 from typing import Any, Literal
 
+import torch
 from torch import nn
 
 from stemlab._validation import check_call_kwargs, check_choice, check_positive_int
@@ -70,7 +72,7 @@ def create_model(
     *,
     stem: str | nn.Module | None = None,
     num_classes: int = 400,
-    weights: str | Path | None = None,
+    weights: str | os.PathLike[str] | Mapping[str, torch.Tensor] | None = None,
     stem_init: StemInit = "transfer",
     **backbone_kwargs: Any,
 ) -> nn.Module:
@@ -81,8 +83,9 @@ def create_model(
         stem: ``None`` for the backbone's native stem, a registered stem name or spec string
             (``"wide:width=96"``), or a stem module.
         num_classes: classifier size.
-        weights: a local checkpoint path or a torchvision weights name (``"KINETICS400_V1"``,
-            ``"DEFAULT"``) resolved from the torch hub cache; nothing is downloaded.
+        weights: a local checkpoint path, a state dict, or a torchvision weights name
+            (``"KINETICS400_V1"``, ``"DEFAULT"``) resolved from the torch hub cache; nothing is
+            downloaded.
         stem_init: ``"transfer"`` adapts checkpoint stem weights to a different stem where the
             maths allows; ``"random"`` keeps the new stem's initialisation.
         **backbone_kwargs: the backbone's own options (``widths``, ``layers``, ``width_multiplier``...).

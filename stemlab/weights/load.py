@@ -1,0 +1,423 @@
+"""``load_weights``: put a checkpoint into a model tensor by tensor and report what happened."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pandas as pd
+import torch
+from torch import nn
+
+from stemlab._validation import check_choice
+from stemlab.weights.checkpoint import Checkpoint, WeightsSource, read_checkpoint
+from stemlab.weights.report import Action, ReportRow, build_report
+from stemlab.weights.transfer import NoTransfer, StemTransfer, stem_output_width, transfer_stem
+
+__all__ = ["StemInit", "load_weights"]
+
+StemInit = Literal["transfer", "random"]
+
+_STEM = "stem."
+_BLOCK = "layer1.0."
+# torchvision's 2-D ResNets name their stem conv1/bn1; stemlab's stems are Sequentials.
+_TORCHVISION_2D_STEM = {"conv1.": "0.", "bn1.": "1."}
+
+
+def _shape(t: torch.Tensor) -> tuple[int, ...]:
+    return tuple(t.shape)
+
+
+def _head_keys(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Keys of the classifier: the last ``nn.Linear`` outside the stem."""
+    linears = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and not name.startswith("stem")
+    ]
+    if not linears:
+        return []
+    return [k for k in state if k.startswith(linears[-1] + ".")]
+
+
+def _alias_keys(
+    checkpoint: Mapping[str, torch.Tensor], model_keys: Mapping[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Rename torchvision 2-D ResNet stem keys (``conv1.*``, ``bn1.*``) to the model's stem keys.
+
+    Returns:
+        ``(state with model-style keys, model-style key -> original checkpoint key)``.
+    """
+    renamed = {k: k for k in checkpoint}
+    has_stem = any(k.startswith(_STEM) for k in checkpoint)
+    stem_root = next(
+        (root for root in (_STEM, f"{_STEM}image_stem.") if f"{root}0.weight" in model_keys), None
+    )
+    torchvision_2d = "conv1.weight" in checkpoint and "conv1.weight" not in model_keys
+    if not has_stem and stem_root is not None and torchvision_2d:
+        for key in checkpoint:
+            for old, new in _TORCHVISION_2D_STEM.items():
+                if key.startswith(old):
+                    renamed[key] = stem_root + new + key[len(old) :]
+    state = {renamed[k]: v for k, v in checkpoint.items()}
+    return state, {new: old for old, new in renamed.items()}
+
+
+@dataclass
+class _Plan:
+    """Rows and the tensors to copy, built completely before the model is touched."""
+
+    rows: dict[str, ReportRow] = field(default_factory=dict)
+    values: dict[str, torch.Tensor] = field(default_factory=dict)
+    used: set[str] = field(default_factory=set)
+
+    def add(
+        self,
+        key: str,
+        action: Action,
+        detail: str,
+        shape: tuple[int, ...],
+        *,
+        value: torch.Tensor | None = None,
+        sources: tuple[str, ...] = (),
+        original: Mapping[str, str] | None = None,
+    ) -> None:
+        names = tuple((original or {}).get(s, s) for s in sources)
+        if action == "loaded" and names != (key,):
+            detail = f"{detail}, from the checkpoint's {names[0]}"
+        self.rows[key] = ReportRow(key, action, detail, shape, ", ".join(names))
+        if value is not None:
+            self.values[key] = value
+        self.used.update(sources)
+
+
+def load_weights(
+    model: nn.Module,
+    source: WeightsSource,
+    *,
+    stem_init: StemInit = "transfer",
+    strict_backbone: bool = True,
+) -> pd.DataFrame:
+    """Load a checkpoint into ``model``, adapting the stem, and report every tensor.
+
+    Tensors with the same key and shape load as they are. The stem loads as is when it matches the
+    checkpoint's; otherwise ``stem_init="transfer"`` adapts the checkpoint's stem (and the first
+    block reading it) with the rules of :mod:`stemlab.weights.transfer`, and ``"random"`` keeps the
+    stem's init. A classifier of another size keeps the model's (fresh) init. Everything is
+    computed and checked before the first tensor is copied, so an error leaves the model as it was.
+
+    Args:
+        model: the model (from :func:`stemlab.create_model`, or any module with the same layout:
+            ``stem``, ``layer1``.., a final linear head).
+        source: a checkpoint path, a torchvision weights name (``"DEFAULT"``, ``"KINETICS400_V1"``;
+            needs ``model.backbone_name``) resolved from the torch hub cache, or a state dict.
+        stem_init: ``"transfer"`` or ``"random"``.
+        strict_backbone: require every backbone tensor (outside the stem, the stem-dependent first
+            block and the head) in the checkpoint with the model's shape; ``False`` loads what fits
+            and keeps the init of the rest (at least one backbone tensor must fit).
+
+    Returns:
+        The report, also stored as ``model.weights_report``: a DataFrame with columns ``key``,
+        ``action`` (``"loaded"``, ``"transferred"``, ``"initialized"``, ``"skipped"``), ``detail``,
+        ``shape`` and ``source``; one row per model tensor, in state-dict order, then a
+        ``"skipped"`` row per checkpoint entry nothing used. ``report.attrs`` holds the origin,
+        the stem transfer rules applied and their numbers (e.g. ``svd_relative_error``).
+
+    Raises:
+        FileNotFoundError: a missing file or a torchvision weights file absent from the cache.
+        UnsafeCheckpointError: a file that is not a plain tensor checkpoint (refused unexecuted).
+        ValueError: a checkpoint for another backbone (the message names the backbone it fits,
+            if any), no state dict in the file, unknown names or invalid arguments.
+        TypeError: arguments of the wrong type.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_choice("stem_init", stem_init, ("transfer", "random"))
+    if not isinstance(strict_backbone, bool):
+        raise TypeError(f"strict_backbone must be a bool, got {strict_backbone!r}")
+    backbone = getattr(model, "backbone_name", None)
+    checkpoint = read_checkpoint(source, backbone=backbone)
+    state = model.state_dict()
+    ckpt, original = _alias_keys(checkpoint.state, state)
+
+    head = _head_keys(model, state)
+    stem = [k for k in state if k.startswith(_STEM)]
+    block = [k for k in state if k.startswith(_BLOCK) and k not in head]
+    model_width = getattr(getattr(model, "stem", None), "out_channels", None)
+    ckpt_width = stem_output_width(ckpt, stem_prefix=_STEM)
+    width_changes = None not in (model_width, ckpt_width) and model_width != ckpt_width
+    stem_dependent = set(stem) | (set(block) if width_changes else set())
+    body = [k for k in state if k not in stem_dependent and k not in head]
+
+    plan = _Plan()
+    _plan_body(plan, body, state, ckpt, original, checkpoint, model, strict_backbone)
+    _plan_head(plan, head, state, ckpt, original)
+    attrs: dict[str, Any] = {
+        "origin": checkpoint.origin,
+        "wrapper": checkpoint.wrapper,
+        "stripped_prefixes": list(checkpoint.stripped_prefixes),
+        "stem_init": stem_init,
+        "stem_transfer": None,
+    }
+    _plan_stem(
+        plan, stem, block if width_changes else [], state, ckpt, original, stem_init, model, attrs
+    )
+
+    rows = [plan.rows[k] for k in state]
+    for key, tensor in ckpt.items():
+        if key not in plan.used and key not in state:
+            rows.append(
+                ReportRow(
+                    original[key], "skipped", "not in the model", _shape(tensor), original[key]
+                )
+            )
+    for key, kind in (checkpoint.ignored or {}).items():
+        rows.append(ReportRow(key, "skipped", f"not a tensor ({kind})", (), key))
+
+    with torch.no_grad():
+        for key, value in plan.values.items():
+            state[key].copy_(value)
+    report = build_report(rows, attrs=attrs)
+    model.weights_report = report
+    return report
+
+
+def _plan_body(
+    plan: _Plan,
+    keys: list[str],
+    state: Mapping[str, torch.Tensor],
+    ckpt: Mapping[str, torch.Tensor],
+    original: Mapping[str, str],
+    checkpoint: Checkpoint,
+    model: nn.Module,
+    strict: bool,
+) -> None:
+    missing, mismatched, loaded = [], [], 0
+    for key in keys:
+        if key in ckpt and _shape(ckpt[key]) == _shape(state[key]):
+            plan.add(
+                key,
+                "loaded",
+                "as is",
+                _shape(state[key]),
+                value=ckpt[key],
+                sources=(key,),
+                original=original,
+            )
+            loaded += 1
+        elif key not in ckpt and key.endswith(".num_batches_tracked"):
+            plan.add(key, "initialized", "not in the checkpoint (older format); keeps its init", ())
+        elif key not in ckpt:
+            missing.append(key)
+        else:
+            mismatched.append(key)
+    if (missing or mismatched) and (strict or loaded == 0):
+        raise _backbone_mismatch(model, checkpoint, ckpt, keys, missing, mismatched, state, strict)
+    for key in missing:
+        plan.add(key, "initialized", "not in the checkpoint; keeps its init", _shape(state[key]))
+    for key in mismatched:
+        detail = f"checkpoint shape {_shape(ckpt[key])} does not fit; keeps its init"
+        plan.add(key, "initialized", detail, _shape(state[key]))
+
+
+def _plan_head(
+    plan: _Plan,
+    keys: list[str],
+    state: Mapping[str, torch.Tensor],
+    ckpt: Mapping[str, torch.Tensor],
+    original: Mapping[str, str],
+) -> None:
+    for key in keys:
+        shape = _shape(state[key])
+        if key in ckpt and _shape(ckpt[key]) == shape:
+            plan.add(
+                key, "loaded", "as is", shape, value=ckpt[key], sources=(key,), original=original
+            )
+        elif key in ckpt:
+            classes = (_shape(ckpt[key])[:1], shape[:1])
+            detail = (
+                f"head re-initialised: the checkpoint's is {_shape(ckpt[key])}, the model's "
+                f"{shape} (num_classes {classes[0][0] if classes[0] else '?'} -> "
+                f"{classes[1][0] if classes[1] else '?'}); keeps the model's fresh init"
+            )
+            plan.add(key, "initialized", detail, shape)
+        else:
+            plan.add(key, "initialized", "not in the checkpoint; keeps its init", shape)
+
+
+def _plan_stem(
+    plan: _Plan,
+    stem: list[str],
+    block: list[str],
+    state: Mapping[str, torch.Tensor],
+    ckpt: Mapping[str, torch.Tensor],
+    original: Mapping[str, str],
+    stem_init: str,
+    model: nn.Module,
+    attrs: dict[str, Any],
+) -> None:
+    ckpt_stem = [k for k in ckpt if k.startswith(_STEM)]
+    same = set(ckpt_stem) <= set(stem) and all(
+        _shape(ckpt[k]) == _shape(state[k]) if k in ckpt else k.endswith(".num_batches_tracked")
+        for k in stem
+    )
+    if not ckpt_stem:
+        reason = "the checkpoint has no stem tensors; keeps its init"
+    elif same and stem_init == "transfer":
+        _plan_direct(plan, stem, state, ckpt, original, reason="")
+        return
+    elif stem_init == "random":
+        reason = "stem_init='random': keeps its init"
+    else:
+        try:
+            result = transfer_stem(
+                model, ckpt, stem_prefix=_STEM, block_prefix=_BLOCK if block else None
+            )
+        except NoTransfer as err:
+            reason = f"no stem transfer ({err}); keeps its init"
+            attrs["stem_transfer_failed"] = str(err)
+            warnings.warn(
+                f"the checkpoint's stem could not be transferred to this model's stem ({err}); "
+                "the stem keeps its random init (see model.weights_report)",
+                UserWarning,
+                stacklevel=3,
+            )
+        else:
+            _plan_transfer(plan, result, state, original, attrs)
+            return
+    for key in stem:
+        detail = reason
+        if key in ckpt and not reason.startswith("the checkpoint has no"):
+            detail = f"{reason} (the checkpoint's {_shape(ckpt[key])} is not used)"
+        plan.add(key, "initialized", detail, _shape(state[key]))
+    _plan_direct(plan, block, state, ckpt, original, reason="depends on the stem width")
+
+
+def _plan_direct(
+    plan: _Plan,
+    keys: list[str],
+    state: Mapping[str, torch.Tensor],
+    ckpt: Mapping[str, torch.Tensor],
+    original: Mapping[str, str],
+    *,
+    reason: str,
+) -> None:
+    """Load what fits as is; the rest keeps its init with ``reason``."""
+    for key in keys:
+        shape = _shape(state[key])
+        if key in ckpt and _shape(ckpt[key]) == shape:
+            plan.add(
+                key, "loaded", "as is", shape, value=ckpt[key], sources=(key,), original=original
+            )
+        elif key in ckpt:
+            detail = f"{reason}: the checkpoint's {_shape(ckpt[key])} does not fit; keeps its init"
+            plan.add(key, "initialized", detail, shape)
+        elif key.endswith(".num_batches_tracked"):
+            plan.add(
+                key, "initialized", "not in the checkpoint (older format); keeps its init", shape
+            )
+        else:
+            plan.add(key, "initialized", f"{reason}: not in the checkpoint; keeps its init", shape)
+
+
+def _plan_transfer(
+    plan: _Plan,
+    result: StemTransfer,
+    state: Mapping[str, torch.Tensor],
+    original: Mapping[str, str],
+    attrs: dict[str, Any],
+) -> None:
+    attrs["stem_transfer"] = "+".join(result.rules) or None
+    attrs.update(result.metrics)
+    for key, item in result.items.items():
+        shape = _shape(state[key])
+        if not item.from_checkpoint:
+            action: Action = "initialized"
+        elif item.sources == (key,) and not item.notes:
+            action = "loaded"
+        else:
+            action = "transferred"
+        detail = "; ".join(item.notes) or "as is"
+        plan.add(
+            key, action, detail, shape, value=item.tensor, sources=item.sources, original=original
+        )
+
+
+def _backbone_mismatch(
+    model: nn.Module,
+    checkpoint: Checkpoint,
+    ckpt: Mapping[str, torch.Tensor],
+    body: list[str],
+    missing: list[str],
+    mismatched: list[str],
+    state: Mapping[str, torch.Tensor],
+    strict: bool,
+) -> ValueError:
+    name = getattr(model, "backbone_name", None) or type(model).__name__
+    parts = []
+    if missing:
+        parts.append(
+            f"{len(missing)} of its {len(body)} backbone tensors are missing from the checkpoint "
+            f"(e.g. {', '.join(missing[:3])})"
+        )
+    if mismatched:
+        key = mismatched[0]
+        parts.append(
+            f"{len(mismatched)} have other shapes (e.g. {key}: checkpoint {_shape(ckpt[key])}, "
+            f"model {_shape(state[key])})"
+        )
+    matches = guess_backbones(ckpt)
+    if name in matches:
+        guess = (
+            f" The checkpoint matches {name!r} at its default size: build the model with the "
+            "checkpoint's widths and layers."
+        )
+    elif matches:
+        guess = f" The checkpoint matches backbone {' / '.join(map(repr, matches))}; load it there."
+    else:
+        guess = " It matches no registered backbone at its default size."
+    hint = " Pass strict_backbone=False to load only the tensors that fit." if strict else ""
+    return ValueError(
+        f"checkpoint {checkpoint.origin} does not fit backbone {name!r}: "
+        + "; ".join(parts)
+        + "."
+        + guess
+        + hint
+    )
+
+
+def guess_backbones(ckpt: Mapping[str, torch.Tensor]) -> list[str]:
+    """Registered backbones (native stem, default size) whose tensors match ``ckpt``'s.
+
+    The stem, the first block and the head are left out of the comparison, so a checkpoint with
+    another stem or class count still matches. Models are built on the meta device (no memory).
+    """
+    from stemlab.backbones.registry import BACKBONES
+    from stemlab.models import resolve_stem
+
+    def body(shapes: Mapping[str, tuple[int, ...]], skip: set[str]) -> dict[str, tuple[int, ...]]:
+        return {
+            k: s
+            for k, s in shapes.items()
+            if k not in skip
+            and not k.startswith((_STEM, _BLOCK))
+            and not k.endswith(".num_batches_tracked")
+        }
+
+    shapes = {k: _shape(v) for k, v in ckpt.items()}
+    matches = []
+    for entry in BACKBONES:
+        try:
+            with torch.device("meta"):
+                stem, _ = resolve_stem(None, backbone=entry.name)
+                candidate = entry.factory(stem=stem)
+        except Exception:  # a plugin backbone that cannot be built on meta: not a candidate
+            continue
+        candidate_state = candidate.state_dict()
+        head = set(_head_keys(candidate, candidate_state))
+        expected = body({k: _shape(v) for k, v in candidate_state.items()}, head)
+        if expected and expected == body(shapes, head):
+            matches.append(entry.name)
+    return matches
