@@ -1,0 +1,86 @@
+"""Datasets a study config can name: ``synthetic_motion``, ``synthetic_frames``, ``video_folder``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ["MiddleFrame", "build_datasets"]
+
+# Validation clips come from a different stream of the same generator than training clips.
+_VAL_SEED_OFFSET = 1_000_003
+
+
+class MiddleFrame(Dataset):
+    """Image view of a clip dataset: ``(clip[3,T,H,W], label, mask[T,H,W])`` -> its middle frame.
+
+    Args:
+        clips: a dataset returning ``(clip, label)`` or ``(clip, label, mask)``.
+    """
+
+    def __init__(self, clips: Dataset) -> None:
+        self.clips = clips
+        self.classes = getattr(clips, "classes", None)
+
+    def __len__(self) -> int:
+        return len(self.clips)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        sample = self.clips[index]
+        clip, label = sample[0], sample[1]
+        middle = clip.shape[1] // 2
+        if len(sample) > 2:
+            return clip[:, middle], label, sample[2][middle]
+        return clip[:, middle], label
+
+
+def build_datasets(config: Mapping[str, Any]) -> tuple[Dataset, Dataset, int]:
+    """Training set, validation set and number of classes for a study's ``data`` config.
+
+    Args:
+        config: ``{"dataset": ..., "train_samples": int, "val_samples": int, "seed": int, ...}``;
+            the remaining keys go to the dataset class. ``video_folder`` takes ``root`` and
+            ``train_split`` / ``val_split`` (split files) instead of sample counts.
+
+    Raises:
+        ValueError: unknown dataset or missing keys.
+    """
+    from stemlab.data import SyntheticMotion, VideoFolder
+
+    options = dict(config)
+    dataset = options.pop("dataset")
+    if dataset in ("synthetic_motion", "synthetic_frames"):
+        try:
+            train_samples = options.pop("train_samples")
+            val_samples = options.pop("val_samples")
+        except KeyError as exc:
+            raise ValueError(f"data config for {dataset!r} needs {exc.args[0]!r}") from None
+        seed = options.pop("seed", 0)
+        train = SyntheticMotion(train_samples, seed=seed, **options)
+        val = SyntheticMotion(val_samples, seed=seed + _VAL_SEED_OFFSET, **options)
+        num_classes = len(train.classes)
+        if dataset == "synthetic_frames":
+            return MiddleFrame(train), MiddleFrame(val), num_classes
+        return train, val, num_classes
+    if dataset == "video_folder":
+        root = options.pop("root")
+        train_split = options.pop("train_split", None)
+        val_split = options.pop("val_split", None)
+        train = VideoFolder(root, split_file=train_split, **options)
+        val = VideoFolder(root, split_file=val_split, sampling="uniform", **{
+            k: v for k, v in options.items() if k != "sampling"
+        })
+        return train, val, len(train.classes)
+    raise ValueError(f"unknown dataset {dataset!r}")
+
+
+def first_batch(dataset: Dataset, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The first ``size`` samples stacked: ``(inputs, labels, masks or None)``."""
+    samples = [dataset[i] for i in range(min(size, len(dataset)))]  # type: ignore[arg-type]
+    inputs = torch.stack([s[0] for s in samples])
+    labels = torch.as_tensor([int(s[1]) for s in samples])
+    masks = torch.stack([torch.as_tensor(s[2]) for s in samples]) if len(samples[0]) > 2 else None
+    return inputs, labels, masks

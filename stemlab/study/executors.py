@@ -1,0 +1,120 @@
+"""Executors run cells and hand each finished record back to the driver, which stores it.
+
+The driver alone writes files, so a cluster needs no shared file system, and a killed run loses only
+the cells in flight.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from typing import Any
+
+from stemlab._validation import check_choice, check_positive_int
+from stemlab.study.cell import run_cell
+from stemlab.study.spec import Cell
+
+__all__ = ["EXECUTORS", "LocalExecutor", "RayExecutor", "make_executor"]
+
+EXECUTORS = ("local", "ray")
+OnResult = Callable[[dict[str, Any]], None]
+
+
+def _threads(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+class LocalExecutor:
+    """Cells in this process (``workers=1``) or in a pool of ``workers`` spawned processes.
+
+    Args:
+        workers: parallel cells.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` for the cells.
+    """
+
+    def __init__(self, *, workers: int = 1, device: str = "auto") -> None:
+        self.workers = check_positive_int("workers", workers)
+        self.device = device
+        self.threads = _threads(self.workers)
+
+    def run(self, cells: Sequence[Cell], on_result: OnResult) -> None:
+        """Run ``cells``; call ``on_result(record)`` as each one finishes."""
+        if self.workers == 1:
+            for cell in cells:
+                on_result(run_cell(cell.config, threads=self.threads, device=self.device))
+            return
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context("spawn")) as pool:
+            pending: set[Future[dict[str, Any]]] = {
+                pool.submit(run_cell, cell.config, threads=self.threads, device=self.device)
+                for cell in cells
+            }
+            try:
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        on_result(future.result())
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+
+
+class RayExecutor:
+    """Cells as Ray tasks on ``RAY_ADDRESS`` (a running cluster) or a local Ray started here.
+
+    Args:
+        workers: cells in flight at once (each task asks Ray for ``cpus / workers`` CPUs).
+        device: device for the cells.
+        address: Ray address; default ``$RAY_ADDRESS``, else a local Ray.
+    """
+
+    def __init__(self, *, workers: int = 1, device: str = "auto", address: str | None = None) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ImportError(
+                "--executor ray needs Ray: pip install 'stemlab[ray]' (or pip install 'ray[default]')"
+            ) from None
+        self.ray = ray
+        self.workers = check_positive_int("workers", workers)
+        self.device = device
+        self.address = address if address is not None else os.environ.get("RAY_ADDRESS")
+        self.threads = _threads(self.workers)
+
+    def run(self, cells: Sequence[Cell], on_result: OnResult) -> None:
+        """Run ``cells`` as Ray tasks; call ``on_result(record)`` as each one finishes."""
+        ray = self.ray
+        started_here = not ray.is_initialized()
+        if started_here:
+            ray.init(
+                address=self.address,
+                include_dashboard=False,
+                logging_level="ERROR",
+                log_to_driver=False,
+                num_cpus=None if self.address else os.cpu_count(),
+            )
+        try:
+            remote = ray.remote(num_cpus=self.threads, max_retries=0)(run_cell)
+            queue = list(cells)
+            in_flight: list[Any] = []
+            while queue or in_flight:
+                while queue and len(in_flight) < self.workers:
+                    cell = queue.pop(0)
+                    in_flight.append(
+                        remote.remote(cell.config, threads=self.threads, device=self.device)
+                    )
+                done, in_flight = ray.wait(in_flight, num_returns=1)
+                on_result(ray.get(done[0]))
+        finally:
+            if started_here:
+                ray.shutdown()
+
+
+def make_executor(name: str, *, workers: int = 1, device: str = "auto") -> LocalExecutor | RayExecutor:
+    """Build the executor called ``name`` (``"local"`` or ``"ray"``)."""
+    check_choice("executor", name, EXECUTORS)
+    if name == "ray":
+        return RayExecutor(workers=workers, device=device)
+    return LocalExecutor(workers=workers, device=device)
