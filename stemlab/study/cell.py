@@ -97,6 +97,19 @@ def _stem(config: Mapping[str, Any]) -> str | None:
     return None if config["stem"] == "native" else config["stem"]
 
 
+def _scaled_stem(backbone: str, spec: str | None, multiplier: float) -> str | None:
+    """``spec`` with its width scaled by ``multiplier`` (the native stem when ``spec`` is None)."""
+    from stemlab.backbones import BACKBONES
+    from stemlab.spec import format_stem_spec, parse_stem_spec
+    from stemlab.stems import create_stem
+
+    if multiplier == 1.0:
+        return spec
+    name, kwargs = parse_stem_spec(spec if spec is not None else BACKBONES.entry(backbone).default_stem)
+    width = create_stem(name, **kwargs).out_channels
+    return format_stem_spec(name, {**kwargs, "width": max(1, round(width * multiplier))})
+
+
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -111,9 +124,8 @@ def _train_cell(config: Mapping[str, Any], device: str, record: dict[str, Any]) 
     seed = int(config["seed"])
     train_set, val_set, num_classes = build_datasets(config["data"])
     torch.manual_seed(seed)
-    model = create_model(
-        config["backbone"], stem=_stem(config), num_classes=num_classes, **config["backbone_kwargs"]
-    )
+    stem = _scaled_stem(config["backbone"], _stem(config), config.get("stem_width_multiplier", 1.0))
+    model = create_model(config["backbone"], stem=stem, num_classes=num_classes, **config["backbone_kwargs"])
     train_config = TrainConfig(**{**config["training"], "seed": seed, "device": device, "progress": False})
     outcome = fit(model, train_set, config=train_config, val_data=val_set)
     result = record["result"]
@@ -127,6 +139,7 @@ def _train_cell(config: Mapping[str, Any], device: str, record: dict[str, Any]) 
         "top5": float(final["val_top5"]) if "val_top5" in final else None,
         "train_seconds": float(outcome.history["seconds"].sum()),
         "train_params": sum(p.numel() for p in model.parameters()),
+        "train_stem_width": model.stem.out_channels,
         "num_classes": num_classes,
     }
     result["metrics"] = metrics

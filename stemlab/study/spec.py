@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from stemlab._validation import check_choice, check_positive_int
+from stemlab._validation import check_choice, check_positive_float, check_positive_int
 
 __all__ = ["PROBES", "Cell", "Study", "config_hash"]
 
@@ -91,6 +91,9 @@ class Study:
             this input size (typically the full-size backbone); ``"backbone": "*"`` profiles every
             backbone of the study.
         latency_runs: timed runs per latency measurement.
+        stem_width_multiplier: scales the width of every stem in the training cells (rounded, at
+            least 1), keeping the stems' width ratios (``wide`` stays twice ``basic``); profiling
+            cells use the stems as specified.
         quick: overrides applied by ``--quick`` (same keys as above; dicts merge).
         description: one paragraph for the report.
         findings: ``None`` or the names of the stems that a report's findings compare against
@@ -106,6 +109,7 @@ class Study:
     probes: Sequence[str] = PROBES
     profile: Mapping[str, Any] | None = None
     latency_runs: int = 5
+    stem_width_multiplier: float = 1.0
     quick: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     findings: Mapping[str, Any] | None = None
@@ -132,6 +136,7 @@ class Study:
         for probe in self.probes:
             check_choice("probes", probe, PROBES)
         check_positive_int("latency_runs", self.latency_runs)
+        check_positive_float("stem_width_multiplier", self.stem_width_multiplier)
         allowed = {f.name for f in fields(self)} - {"name", "quick"}
         unknown = sorted(set(self.quick) - allowed)
         if unknown:
@@ -167,6 +172,7 @@ class Study:
                                     "backbone": backbone,
                                     "backbone_kwargs": kwargs,
                                     "stem": stem,
+                                    "stem_width_multiplier": self.stem_width_multiplier,
                                     "seed": seed,
                                     "data": self.data,
                                     "training": self.training,

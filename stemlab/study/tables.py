@@ -30,6 +30,7 @@ SUMMARY_COLUMNS = [
     "top5_mean",
     "n_seeds",
     "n_failed",
+    "train_stem_width",
     "train_params",
     "train_gflops",
     "dead_channel_fraction",
@@ -128,6 +129,7 @@ def _summary(cells: Sequence[Cell], cell_table: pd.DataFrame) -> pd.DataFrame:
             row["top1_std"] = ok["top1"].std(ddof=1) if len(ok) > 1 else float("nan")
             for column, source in (
                 ("top5_mean", "top5"),
+                ("train_stem_width", "train_stem_width"),
                 ("train_params", "train_params"),
                 ("train_gflops", "train_gflops"),
                 ("dead_channel_fraction", "dead_channel_fraction"),

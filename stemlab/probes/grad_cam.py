@@ -1,0 +1,191 @@
+"""Grad-CAM for video (5-D), time-folded (4-D frames of a clip) and image (4-D) layers.
+
+Grad-CAM weighs each channel of a layer's activation ``A`` by the mean of the gradient of the
+target logit over the layer's positions, sums over channels and applies a ReLU::
+
+    cam = relu(sum_c mean_{t,h,w}(dy/dA[c]) * A[c])            # mode="standard"
+    cam = relu(sum_c mean_{h,w}(dy/dA[c, t]) * A[c, t])        # mode="temporal"
+
+The temporal mode keeps one channel weight per time step, as SlowFast and mmaction2 do. Layers
+of recurrent backbones that fold time into the batch, ``(N*T, C, h, w)``, are unfolded to
+``(N, C, T, h, w)`` first, so both modes mean the same thing there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from captum._utils.gradient import compute_layer_gradients_and_eval
+from captum.attr import LayerGradCam
+from torch import nn
+
+from stemlab._validation import check_choice
+from stemlab.probes._modules import check_model, model_device, module_names_hint
+
+__all__ = ["GRAD_CAM_MODES", "attribution_per_frame", "grad_cam"]
+
+GRAD_CAM_MODES: tuple[str, ...] = ("standard", "temporal")
+
+
+def _resolve_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
+    if isinstance(layer, nn.Module):
+        if not any(m is layer for m in model.modules()):
+            raise ValueError(f"layer {type(layer).__name__} is not a submodule of the model")
+        return layer
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be a module name or an nn.Module, got {type(layer).__name__}")
+    modules = dict(model.named_modules())
+    if not layer or layer not in modules:
+        raise ValueError(f"unknown layer {layer!r}." + module_names_hint(model, layer))
+    return modules[layer]
+
+
+def _check_target(target: int | Sequence[int] | torch.Tensor, batch: int) -> int | list[int]:
+    if isinstance(target, torch.Tensor):
+        if target.dtype.is_floating_point or target.ndim > 1:
+            raise TypeError(f"target tensor must hold integer class indices, got {target!r}")
+        target = target.tolist()
+    if isinstance(target, int) and not isinstance(target, bool):
+        values: list[int] = [target]
+    elif isinstance(target, (list, tuple)):
+        values = list(target)
+        if len(values) != batch:
+            raise ValueError(f"target needs one class index per sample ({batch}), got {target!r}")
+    else:
+        raise TypeError(f"target must be an int or a sequence of ints, got {target!r}")
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
+        raise ValueError(f"target must hold class indices >= 0, got {target!r}")
+    return values[0] if isinstance(target, int) else values
+
+
+def _unfold_time(t: torch.Tensor, batch: int) -> torch.Tensor:
+    folded = t.shape[0]
+    if folded % batch:
+        raise ValueError(
+            f"cannot unfold a time-folded layer output of batch {folded} into batch {batch}"
+        )
+    return t.reshape(batch, folded // batch, *t.shape[1:]).transpose(1, 2)
+
+
+def _weighted_sum(grads: torch.Tensor, acts: torch.Tensor, mode: str) -> torch.Tensor:
+    dims = tuple(range(3 if mode == "temporal" else 2, grads.ndim))
+    weights = grads.mean(dim=dims, keepdim=True)
+    return F.relu((weights * acts).sum(dim=1, keepdim=True))
+
+
+def _rnn_safe(model: nn.Module, device: torch.device) -> contextlib.AbstractContextManager[None]:
+    # cuDNN refuses the backward of an RNN in eval mode; the native kernels do it.
+    if device.type == "cuda" and any(isinstance(m, nn.RNNBase) for m in model.modules()):
+        return torch.backends.cudnn.flags(enabled=False)
+    return contextlib.nullcontext()
+
+
+def grad_cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int | Sequence[int] | torch.Tensor,
+    layer: str | nn.Module = "layer4",
+    *,
+    mode: Literal["standard", "temporal"] = "standard",
+) -> torch.Tensor:
+    """Grad-CAM of ``layer`` for class ``target``, upsampled to the input and normalised.
+
+    Runs in eval mode (the model's mode is restored); gradients are taken with
+    ``torch.autograd.grad``, so no ``.grad`` of the model changes. ``x`` is moved to the model's
+    device.
+
+    Args:
+        model: a video model taking ``(N, C, T, H, W)`` or an image model taking ``(N, C, H, W)``.
+        x: the input batch.
+        target: the class index, one for every sample or one per sample.
+        layer: a module name (``"layer4"``, ``"layer3.1.conv2"``) or the module itself; its output
+            must be 4-D or 5-D (time-folded 4-D outputs of recurrent backbones are unfolded).
+        mode: ``"standard"`` (one weight per channel) or ``"temporal"`` (one weight per channel
+            and time step; needs a layer with a time axis).
+
+    Returns:
+        Tensor ``(N, T, H, W)`` for video input or ``(N, H, W)`` for image input: ReLU'd,
+        upsampled to the input size (trilinear/bilinear, ``align_corners=False``), then min-max
+        normalised to [0, 1] per sample (all zeros where the map is constant).
+
+    Raises:
+        TypeError: if an argument has the wrong type.
+        ValueError: for an unknown layer (the message lists candidate layers), a bad mode or
+            target, or a layer without a usable 4-D/5-D output.
+    """
+    check_model(model)
+    if not isinstance(x, torch.Tensor) or x.ndim not in (4, 5):
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be a (N, C, H, W) or (N, C, T, H, W) tensor, got {got}")
+    check_choice("mode", mode, GRAD_CAM_MODES)
+    if mode == "temporal" and x.ndim == 4:
+        raise ValueError("mode='temporal' needs video input (N, C, T, H, W); use mode='standard'")
+    module = _resolve_layer(model, layer)
+    target = _check_target(target, x.shape[0])
+    device = model_device(model)
+    x = x.to(device)
+    if not any(p.requires_grad for p in model.parameters()):
+        x = x.detach().requires_grad_(True)
+    batch = x.shape[0]
+    folded = x.ndim == 5 and bool(getattr(model, "frames_folded", False))
+
+    was_training = model.training
+    try:
+        model.eval()
+        with _rnn_safe(model, device):
+            if mode == "standard" and not folded:
+                cam = LayerGradCam(model, module).attribute(
+                    x, target=target, relu_attributions=True
+                )
+            else:
+                grads, acts = compute_layer_gradients_and_eval(model, module, (x,), target)
+                grads, acts = grads[0], acts[0]
+                if x.ndim == 5 and acts.ndim == 4:
+                    grads, acts = _unfold_time(grads, batch), _unfold_time(acts, batch)
+                if mode == "temporal" and acts.ndim != 5:
+                    raise ValueError(
+                        "mode='temporal' needs a layer with a time axis (5-D output), "
+                        f"got output shape {tuple(acts.shape)}"
+                    )
+                cam = _weighted_sum(grads, acts, mode)
+    finally:
+        model.train(was_training)
+
+    if cam.ndim != x.ndim or cam.shape[0] != batch:
+        raise ValueError(
+            f"layer output of rank {cam.ndim} cannot be mapped onto input {tuple(x.shape)}; "
+            "choose a convolutional layer (4-D or 5-D output)"
+        )
+    interpolation = "trilinear" if x.ndim == 5 else "bilinear"
+    cam = F.interpolate(cam.detach(), size=x.shape[2:], mode=interpolation, align_corners=False)
+    cam = cam[:, 0]
+    flat = cam.flatten(1)
+    low, high = flat.amin(dim=1), flat.amax(dim=1)
+    shape = (batch,) + (1,) * (cam.ndim - 1)
+    # A constant map has no range: divide by 1 there, which leaves it all zeros.
+    span = torch.where(high > low, high - low, torch.ones_like(high))
+    return (cam - low.view(shape)) / span.view(shape)
+
+
+def attribution_per_frame(cam: torch.Tensor) -> torch.Tensor:
+    """Share of a video Grad-CAM's attribution mass in each frame.
+
+    Args:
+        cam: ``(N, T, H, W)`` as returned by :func:`grad_cam` for video input.
+
+    Returns:
+        ``(N, T)``: each frame's sum over ``(H, W)`` divided by the clip's sum (rows sum to 1;
+        all zeros for an all-zero map).
+
+    Raises:
+        ValueError: if ``cam`` is not 4-D.
+    """
+    if not isinstance(cam, torch.Tensor) or cam.ndim != 4:
+        raise ValueError(f"cam must be a (N, T, H, W) tensor, got {getattr(cam, 'shape', cam)!r}")
+    per_frame = cam.sum(dim=(2, 3))
+    total = per_frame.sum(dim=1, keepdim=True)
+    return torch.where(total > 0, per_frame / total.clamp_min(1e-30), torch.zeros_like(per_frame))
