@@ -125,7 +125,7 @@ class SyntheticMotion(Dataset):
         num_classes: int = 4,
         speed: float | Sequence[float] = (1.0, 2.0),
         object_size: float | Sequence[float] = (0.25, 0.35),
-        noise: float = 0.3,
+        noise: float = 0.6,
         dot_size: int = 1,
         distractors: int = 0,
         object_contrast: float | None = None,
@@ -144,7 +144,9 @@ class SyntheticMotion(Dataset):
         if task == "both":
             upper = min(len(MOTIONS), len(SHAPES))
         if not 2 <= num_classes <= upper:
-            raise ValueError(f"num_classes must be in [2, {upper}] for task={task!r}, got {num_classes}")
+            raise ValueError(
+                f"num_classes must be in [2, {upper}] for task={task!r}, got {num_classes}"
+            )
         self.classes_per_factor = num_classes
         self.speed = _as_range("speed", speed)
         self.object_size = _as_range("object_size", object_size)
@@ -223,7 +225,7 @@ class SyntheticMotion(Dataset):
         cell = self.dot_size / float(path["scale"].max())
         if self.dot_size == 1:
             cell /= math.sqrt(2.0)
-        half = int(math.ceil(path["radius"] * 1.6 / cell)) + 2
+        half = math.ceil(path["radius"] * 1.6 / cell) + 2
         texture = self._texture(rng, (2 * half, 2 * half), cells=True)
         ix = np.clip(np.floor(qx[inside] / cell).astype(np.int64) + half, 0, 2 * half - 1)
         iy = np.clip(np.floor(qy[inside] / cell).astype(np.int64) + half, 0, 2 * half - 1)

@@ -1,0 +1,366 @@
+"""VideoFolder: class-per-folder video datasets (UCF101, HMDB51, Kinetics layouts) read with PyAV."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from stemlab._validation import check_choice, check_int_tuple, check_positive_int
+from stemlab.data.decode import DecodeError, VideoInfo, probe_video, read_frames
+
+__all__ = [
+    "KINETICS_MEAN",
+    "KINETICS_STD",
+    "VIDEO_EXTENSIONS",
+    "UCF101Layout",
+    "VideoFolder",
+    "prepare_ucf101",
+]
+
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv")
+# The statistics torchvision's Kinetics-400 video models were trained with.
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+
+_UCF101_NAME = re.compile(r"^v_(?P<cls>[A-Za-z0-9]+)_g(?P<group>\d+)_c(?P<clip>\d+)\.avi$")
+
+
+def _read_split_file(split_file: Path) -> list[str]:
+    """Entries of a split file: the first field of every non-empty line, as posix paths."""
+    entries = []
+    for line in split_file.read_text().splitlines():
+        fields = line.split()
+        if fields:
+            entries.append(fields[0].replace("\\", "/"))
+    return entries
+
+
+class VideoFolder(Dataset):
+    """Videos in ``root/<class>/**/<file>``; each item is one clip and the class index.
+
+    Every file is probed once when the dataset is built (a progress bar shows it): files that are
+    not videos, cannot be opened or yield no frame are left out and listed in ``.skipped`` as
+    ``(path, reason)`` with one warning giving the count. A file that fails later, while a clip is
+    decoded, is added to ``.skipped`` and replaced by the next readable sample (with a warning), so
+    a pass over the data never stops on a bad file. Under DataLoader workers that late record stays
+    in the worker's copy of the dataset; the warning still reaches the log.
+
+    Args:
+        root: the folder holding one sub-folder per class (files directly in ``root`` are ignored).
+        clip_len: frames per clip.
+        size: output frame size, an int (square) or ``(height, width)``; frames are resized so that
+            they cover it, then cropped (centre crop for ``"uniform"``, random crop for
+            ``"random"``).
+        frame_stride: distance in frames between consecutive clip frames.
+        sampling: ``"uniform"`` takes the clip at the centre of the video (deterministic, for
+            evaluation); ``"random"`` takes a random window and crop, drawn from
+            ``(seed, index, epoch)`` (see :meth:`set_epoch`).
+        split_file: keep only the videos listed in this file, one per line as a path relative to
+            ``root`` (UCF101 ``trainlist01.txt`` style, a trailing label is ignored) or a bare
+            file name (HMDB51 style). Listed files that do not exist go to ``.skipped``.
+        transform: called on the final normalised clip ``[3, T, H, W]``.
+        mean: per-channel mean subtracted from frames in [0, 1].
+        std: per-channel standard deviation frames are divided by.
+        seed: seed of the random clip and crop positions.
+        probe: probe every file when the dataset is built (``False`` trusts the extensions and
+            discovers unreadable files only while decoding).
+        progress: show a progress bar while probing.
+
+    Raises:
+        FileNotFoundError: if ``root`` (or ``split_file``) does not exist.
+        ValueError, TypeError: on invalid arguments.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        clip_len: int,
+        size: int | Sequence[int],
+        frame_stride: int = 1,
+        sampling: str = "uniform",
+        split_file: str | os.PathLike[str] | None = None,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        mean: Sequence[float] = KINETICS_MEAN,
+        std: Sequence[float] = KINETICS_STD,
+        seed: int = 0,
+        probe: bool = True,
+        progress: bool = True,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"root={os.fspath(root)!r} is not a directory")
+        self.clip_len = check_positive_int("clip_len", clip_len)
+        self.size: tuple[int, int] = check_int_tuple("size", size, 2)  # type: ignore[assignment]
+        self.frame_stride = check_positive_int("frame_stride", frame_stride)
+        self.sampling = check_choice("sampling", sampling, ("uniform", "random"))
+        self.seed = check_positive_int("seed", seed, allow_zero=True)
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be callable, got {type(transform).__name__}")
+        self.transform = transform
+        self.mean = self._channel_stats("mean", mean)
+        self.std = self._channel_stats("std", std)
+        if bool((self.std <= 0).any()):
+            raise ValueError(f"std must be positive, got {tuple(std)!r}")
+        self.epoch = 0
+
+        self.classes = sorted(
+            entry.name
+            for entry in self.root.iterdir()
+            if entry.is_dir() and not entry.name.startswith(".")
+        )
+        self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
+        self.skipped: list[tuple[str, str]] = []
+        candidates = self._find_files()
+        if split_file is not None:
+            candidates = self._apply_split(candidates, Path(split_file))
+        candidates = self._keep_videos(candidates)
+
+        self.samples: list[tuple[str, int]] = []
+        self._info: list[VideoInfo | None] = []
+        for path, label in tqdm(
+            candidates, desc="probing videos", unit="file", disable=not (probe and progress)
+        ):
+            info = None
+            if probe:
+                try:
+                    info = probe_video(path)
+                except DecodeError as error:
+                    self.skipped.append((path, str(error)))
+                    continue
+            self.samples.append((path, label))
+            self._info.append(info)
+        if self.skipped:
+            warnings.warn(
+                f"VideoFolder skipped {len(self.skipped)} file(s) under {os.fspath(self.root)!r} "
+                "(unreadable, corrupt, not a video or missing); see .skipped for the reasons",
+                stacklevel=2,
+            )
+
+    @staticmethod
+    def _channel_stats(argument: str, value: Sequence[float]) -> torch.Tensor:
+        if not isinstance(value, (tuple, list)) or len(value) != 3:
+            raise ValueError(f"{argument} must be 3 numbers (one per RGB channel), got {value!r}")
+        return torch.tensor([float(v) for v in value]).view(3, 1, 1, 1)
+
+    def _find_files(self) -> list[tuple[str, int]]:
+        """Every file under a class folder, hidden ones excepted, in a stable order."""
+        found = []
+        for name in self.classes:
+            for directory, subdirs, files in os.walk(self.root / name):
+                subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+                for file_name in sorted(files):
+                    if not file_name.startswith("."):
+                        found.append((os.path.join(directory, file_name), self.class_to_idx[name]))
+        return found
+
+    def _keep_videos(self, candidates: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        kept = []
+        for path, label in candidates:
+            if path.lower().endswith(VIDEO_EXTENSIONS):
+                kept.append((path, label))
+            else:
+                suffix = Path(path).suffix or "(none)"
+                self.skipped.append((path, f"not a video file (extension {suffix})"))
+        return kept
+
+    def _apply_split(
+        self, candidates: list[tuple[str, int]], split_file: Path
+    ) -> list[tuple[str, int]]:
+        if not split_file.is_file():
+            raise FileNotFoundError(f"split_file={os.fspath(split_file)!r} does not exist")
+        by_relative = {Path(p).relative_to(self.root).as_posix(): (p, y) for p, y in candidates}
+        by_name = {Path(p).name: (p, y) for p, y in candidates}
+        kept = []
+        for entry in _read_split_file(split_file):
+            match = by_relative.get(entry) if "/" in entry else by_name.get(entry)
+            if match is None:
+                reason = f"listed in {split_file.name} but not found"
+                self.skipped.append((os.fspath(self.root / entry), reason))
+            else:
+                kept.append(match)
+        return kept
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(root={os.fspath(self.root)!r}, samples={len(self.samples)}, "
+            f"classes={len(self.classes)}, skipped={len(self.skipped)}, clip_len={self.clip_len}, "
+            f"size={self.size}, sampling={self.sampling!r})"
+        )
+
+    @property
+    def targets(self) -> list[int]:
+        """Every sample's label."""
+        return [label for _, label in self.samples]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw new random clip positions: ``"random"`` sampling depends on ``(seed, index, epoch)``."""
+        self.epoch = check_positive_int("epoch", epoch, allow_zero=True)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if not len(self.samples):
+            raise IndexError("VideoFolder is empty")
+        if index < 0:
+            index += len(self.samples)
+        if not 0 <= index < len(self.samples):
+            raise IndexError(f"index {index} out of range for {len(self.samples)} samples")
+        tried = 0
+        while tried < len(self.samples):
+            path, label = self.samples[index]
+            try:
+                return self._load(index), label
+            except DecodeError as error:
+                self.skipped.append((path, str(error)))
+                warnings.warn(
+                    f"VideoFolder: cannot decode {path!r} ({error}); using the next sample",
+                    stacklevel=2,
+                )
+            index = (index + 1) % len(self.samples)
+            tried += 1
+        raise RuntimeError(f"no readable video in {os.fspath(self.root)!r}")
+
+    def _load(self, index: int) -> torch.Tensor:
+        path, _ = self.samples[index]
+        info = self._info[index]
+        if info is None:
+            info = probe_video(path)
+            self._info[index] = info
+        rng = np.random.default_rng((self.seed, index, self.epoch))
+        span = (self.clip_len - 1) * self.frame_stride + 1
+        room = max(info.num_frames - span, 0)
+        start = int(rng.integers(0, room + 1)) if self.sampling == "random" else room // 2
+        indices = [
+            min(start + k * self.frame_stride, info.num_frames - 1) for k in range(self.clip_len)
+        ]
+        frames = read_frames(path, indices, fps=info.fps)
+        clip = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)  # T, 3, H, W
+        clip = self._resize_crop(clip, rng)
+        clip = clip.permute(1, 0, 2, 3).sub_(self.mean).div_(self.std)  # 3, T, H, W
+        if self.transform is not None:
+            clip = self.transform(clip)
+        return clip.contiguous()
+
+    def _resize_crop(self, clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        out_h, out_w = self.size
+        height, width = clip.shape[-2:]
+        scale = max(out_h / height, out_w / width)
+        new_h, new_w = max(out_h, round(height * scale)), max(out_w, round(width * scale))
+        if (new_h, new_w) != (height, width):
+            clip = F.interpolate(
+                clip, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True
+            )
+        if self.sampling == "random":
+            top = int(rng.integers(0, new_h - out_h + 1))
+            left = int(rng.integers(0, new_w - out_w + 1))
+        else:
+            top, left = (new_h - out_h) // 2, (new_w - out_w) // 2
+        return clip[..., top : top + out_h, left : left + out_w]
+
+
+@dataclass
+class UCF101Layout:
+    """What :func:`prepare_ucf101` built."""
+
+    root: Path
+    classes: list[str]
+    num_videos: int
+    split_files: dict[str, Path] = field(default_factory=dict)
+    unmatched: list[Path] = field(default_factory=list)
+
+
+def prepare_ucf101(
+    flat_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    split_dir: str | os.PathLike[str] | None = None,
+    link: str = "symlink",
+    progress: bool = True,
+) -> UCF101Layout:
+    """Turn UCF101's flat ``v_<Class>_gXX_cXX.avi`` folder into a class-per-folder layout.
+
+    With ``split_dir`` (the official ``ucfTrainTestlist`` folder) the class folder of each video is
+    taken from the split files, which also fixes the one class whose file names are spelled
+    differently (``v_HandStandPushups_*`` belongs to ``HandstandPushups``); the split files are
+    copied into ``out_dir`` so ``VideoFolder(out_dir, split_file=out_dir / "trainlist01.txt")``
+    works. Existing destination files are kept, so the call can be repeated.
+
+    Args:
+        flat_dir: the folder with every ``.avi`` file.
+        out_dir: where to build ``out_dir/<Class>/v_*.avi``.
+        split_dir: optional folder with ``trainlist0N.txt`` / ``testlist0N.txt`` / ``classInd.txt``.
+        link: ``"symlink"``, ``"hardlink"``, ``"copy"`` or ``"move"``.
+        progress: show a progress bar.
+
+    Returns:
+        A :class:`UCF101Layout` with the classes, the number of videos placed, the copied split
+        files and the files whose names do not follow the UCF101 pattern (left in place).
+
+    Raises:
+        FileNotFoundError: if ``flat_dir`` or ``split_dir`` does not exist.
+        ValueError: on an unknown ``link`` mode.
+    """
+    check_choice("link", link, ("symlink", "hardlink", "copy", "move"))
+    flat = Path(flat_dir)
+    if not flat.is_dir():
+        raise FileNotFoundError(f"flat_dir={os.fspath(flat_dir)!r} is not a directory")
+    out = Path(out_dir)
+    folder_of: dict[str, str] = {}
+    split_files: dict[str, Path] = {}
+    if split_dir is not None:
+        splits = Path(split_dir)
+        if not splits.is_dir():
+            raise FileNotFoundError(f"split_dir={os.fspath(split_dir)!r} is not a directory")
+        out.mkdir(parents=True, exist_ok=True)
+        for split_file in sorted(splits.glob("*.txt")):
+            target = out / split_file.name
+            shutil.copyfile(split_file, target)
+            split_files[split_file.stem] = target
+            if split_file.name.startswith(("trainlist", "testlist")):
+                for entry in _read_split_file(split_file):
+                    if "/" in entry:
+                        folder, name = entry.rsplit("/", 1)
+                        folder_of[name] = folder
+
+    placed, unmatched, classes = 0, [], set()
+    files = sorted(p for p in flat.iterdir() if p.is_file())
+    for path in tqdm(files, desc="arranging UCF101", unit="file", disable=not progress):
+        match = _UCF101_NAME.match(path.name)
+        if match is None:
+            unmatched.append(path)
+            continue
+        folder = folder_of.get(path.name, match.group("cls"))
+        classes.add(folder)
+        destination = out / folder / path.name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        placed += 1
+        if destination.exists() or destination.is_symlink():
+            continue
+        if link == "symlink":
+            destination.symlink_to(path.resolve())
+        elif link == "hardlink":
+            os.link(path, destination)
+        elif link == "copy":
+            shutil.copy2(path, destination)
+        else:
+            shutil.move(os.fspath(path), destination)
+    if unmatched:
+        warnings.warn(
+            f"prepare_ucf101: {len(unmatched)} file(s) in {os.fspath(flat)!r} do not match "
+            "v_<Class>_gXX_cXX.avi and were left out",
+            stacklevel=2,
+        )
+    return UCF101Layout(out, sorted(classes), placed, split_files, unmatched)

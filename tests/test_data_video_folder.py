@@ -1,0 +1,254 @@
+"""VideoFolder and prepare_ucf101 on small real videos written with PyAV."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from stemlab.data import VideoFolder, prepare_ucf101, probe_video, read_frames
+
+# Frame k of every test video is flat gray with level 10 + 12 (k % 16) on its left half and
+# 10 + 12 (k // 16) on its right half, so decoded clips reveal which frames were sampled.
+STEP, BASE, DIGIT = 12, 10, 16
+
+
+def encode(k: int, size: tuple[int, int]) -> np.ndarray:
+    frame = np.empty((*size, 3), dtype=np.uint8)
+    frame[:, : size[1] // 2] = BASE + STEP * (k % DIGIT)
+    frame[:, size[1] // 2 :] = BASE + STEP * (k // DIGIT)
+    return frame
+
+
+def decode(image: torch.Tensor | np.ndarray) -> int:
+    """Frame number of an image ``[..., H, W]`` holding values in [0, 255]."""
+    width = image.shape[-1]
+    left = float(image[..., width // 8 : 3 * width // 8].mean())
+    right = float(image[..., 5 * width // 8 : 7 * width // 8].mean())
+    return round((left - BASE) / STEP) + DIGIT * round((right - BASE) / STEP)
+
+
+def write_video(
+    path: Path, num_frames: int, *, size: tuple[int, int] = (48, 64), fps: int = 25, gop: int = 12
+) -> Path:
+    codec = "libx264" if path.suffix == ".mp4" else "mpeg4"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.height, stream.width = size
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.gop_size = gop
+        for k in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(encode(k, size), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def frame_numbers(clip: torch.Tensor) -> list[int]:
+    """Which source frame each clip frame shows (clip normalised with mean 0, std 1)."""
+    return [decode(clip[:, t].mean(0) * 255) for t in range(clip.shape[1])]
+
+
+def plain(**kwargs: object) -> dict[str, object]:
+    out: dict[str, object] = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "progress": False}
+    out.update(kwargs)
+    return out
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("videos")
+    write_video(root / "jump" / "a.mp4", 20)
+    write_video(root / "jump" / "b.avi", 5)
+    write_video(root / "run" / "c.mp4", 20, size=(30, 40))
+    write_video(root / "run" / "day2" / "d.avi", 100, gop=10)  # 4 s: late clips seek
+    (root / "run" / "notes.txt").write_text("not a video")
+    (root / "jump" / "broken.mp4").write_bytes(b"\x00\x01garbage" * 100)
+    (root / "jump" / "empty.avi").write_bytes(b"")
+    (root / "README.md").write_text("files at the top level are not samples")
+    return root
+
+
+def test_scan_skips_bad_files_with_reasons(library: Path) -> None:
+    with pytest.warns(UserWarning, match="skipped 3 file"):
+        ds = VideoFolder(library, clip_len=4, size=16, **plain())
+    assert ds.classes == ["jump", "run"]
+    names = [(Path(p).name, label) for p, label in ds.samples]
+    assert names == [("a.mp4", 0), ("b.avi", 0), ("c.mp4", 1), ("d.avi", 1)]
+    reasons = {Path(p).name: reason for p, reason in ds.skipped}
+    assert set(reasons) == {"broken.mp4", "empty.avi", "notes.txt"}
+    assert "not a video file" in reasons["notes.txt"] and ".txt" in reasons["notes.txt"]
+    assert "cannot open" in reasons["broken.mp4"]
+    assert len(ds) == 4 and ds.targets == [0, 0, 1, 1]
+
+
+def test_probe_and_read_frames(library: Path) -> None:
+    info = probe_video(library / "jump" / "a.mp4")
+    assert (info.num_frames, info.fps, info.height, info.width) == (20, 25.0, 48, 64)
+    frames = read_frames(library / "jump" / "a.mp4", [3, 3, 0, 19, 25])
+    assert frames.shape == (5, 48, 64, 3) and frames.dtype == np.uint8
+    assert [decode(f.transpose(2, 0, 1)) for f in frames] == [
+        3,
+        3,
+        0,
+        19,
+        19,
+    ]  # past the end: the last frame
+
+
+def test_uniform_clip_is_centred(library: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = VideoFolder(library, clip_len=4, size=(24, 32), frame_stride=2, **plain())
+    clip, label = ds[0]  # a.mp4: 20 frames, span 7 -> start (20 - 7) // 2 = 6
+    assert clip.shape == (3, 4, 24, 32) and clip.dtype == torch.float32 and label == 0
+    assert frame_numbers(clip) == [6, 8, 10, 12]
+    short, _ = ds[1]  # b.avi: 5 frames; indices past the end repeat the last frame
+    assert frame_numbers(short) == [0, 2, 4, 4]
+    late, label = ds[3]  # d.avi: 100 frames, start 46 at 25 fps = 1.84 s
+    assert frame_numbers(late) == [46, 48, 50, 52] and label == 1
+
+
+def test_seek_into_long_video(library: Path) -> None:
+    path = library / "run" / "day2" / "d.avi"
+    frames = read_frames(path, [75, 80, 99], fps=25.0)  # 3 s in: seeks to a keyframe
+    assert [decode(f.transpose(2, 0, 1)) for f in frames] == [75, 80, 99]
+
+
+def test_random_sampling_is_seeded_per_epoch(library: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = VideoFolder(library, clip_len=3, size=16, sampling="random", seed=5, **plain())
+        twin = VideoFolder(library, clip_len=3, size=16, sampling="random", seed=5, **plain())
+    starts = []
+    for epoch in range(6):
+        ds.set_epoch(epoch)
+        twin.set_epoch(epoch)
+        clip, _ = ds[3]
+        numbers = frame_numbers(clip)
+        assert numbers == frame_numbers(twin[3][0])
+        assert numbers[1] - numbers[0] == 1 and numbers[2] - numbers[1] == 1
+        assert 0 <= numbers[0] <= 97
+        starts.append(numbers[0])
+    assert len(set(starts)) > 1
+
+
+def test_normalisation_and_transform(library: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = VideoFolder(
+            library,
+            clip_len=2,
+            size=8,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.25, 0.25, 0.25),
+            transform=lambda clip: clip * 2,
+            progress=False,
+        )
+    clip, _ = ds[0]  # frames 9 and 10 of a.mp4
+    left = torch.tensor([(BASE + STEP * k) / 255 for k in (9, 10)])
+    torch.testing.assert_close(
+        clip[..., :3].mean(dim=(0, 2, 3)), (left - 0.5) / 0.25 * 2, atol=0.05, rtol=0
+    )
+
+
+def test_split_file_filters_and_reports_missing(library: Path, tmp_path: Path) -> None:
+    split = tmp_path / "trainlist01.txt"
+    split.write_text("jump/a.mp4 1\nrun/c.mp4 2\nrun/gone.mp4 2\n\n")
+    with pytest.warns(UserWarning, match="skipped 1 file"):  # bad files outside the split: ignored
+        ds = VideoFolder(library, clip_len=2, size=8, split_file=split, **plain())
+    assert [Path(p).name for p, _ in ds.samples] == ["a.mp4", "c.mp4"]
+    assert ds.skipped == [
+        (str(library / "run" / "gone.mp4"), "listed in trainlist01.txt but not found")
+    ]
+    names_only = tmp_path / "names.txt"
+    names_only.write_text("d.avi 1\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        by_name = VideoFolder(library, clip_len=2, size=8, split_file=names_only, **plain())
+    assert [Path(p).name for p, _ in by_name.samples] == ["d.avi"]
+
+
+def test_file_failing_at_decode_time_is_replaced(tmp_path: Path) -> None:
+    write_video(tmp_path / "a" / "good.mp4", 6)
+    (tmp_path / "a" / "bad.mp4").write_bytes(b"not really an mp4")
+    ds = VideoFolder(tmp_path, clip_len=2, size=8, probe=False, **plain())
+    assert [Path(p).name for p, _ in ds.samples] == ["bad.mp4", "good.mp4"]
+    with pytest.warns(UserWarning, match="bad.mp4"):
+        clip, label = ds[0]
+    assert frame_numbers(clip) == [2, 3] and label == 0
+    assert [Path(p).name for p, _ in ds.skipped] == ["bad.mp4"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"sampling": "rand"}, ValueError, "sampling"),
+        ({"clip_len": 0}, ValueError, "clip_len"),
+        ({"size": (8, 8, 8)}, ValueError, "size"),
+        ({"frame_stride": 1.5}, TypeError, "frame_stride"),
+        ({"mean": (0.5,)}, ValueError, "mean"),
+        ({"std": (1.0, 0.0, 1.0)}, ValueError, "std"),
+        ({"transform": "flip"}, TypeError, "transform"),
+    ],
+)
+def test_invalid_arguments(
+    tmp_path: Path, kwargs: dict, error: type[Exception], match: str
+) -> None:
+    args = {"clip_len": 2, "size": 8, "progress": False, **kwargs}
+    with pytest.raises(error, match=match):
+        VideoFolder(tmp_path, **args)
+
+
+def test_missing_root_and_split(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="root"):
+        VideoFolder(tmp_path / "nope", clip_len=2, size=8)
+    with pytest.raises(FileNotFoundError, match="split_file"):
+        VideoFolder(tmp_path, clip_len=2, size=8, split_file=tmp_path / "nope.txt")
+
+
+def test_prepare_ucf101(tmp_path: Path) -> None:
+    flat = tmp_path / "UCF-101"
+    for name in (
+        "v_ApplyEyeMakeup_g01_c01.avi",
+        "v_Archery_g02_c03.avi",
+        "v_HandStandPushups_g08_c01.avi",
+    ):
+        write_video(flat / name, 4, size=(16, 16))
+    (flat / "junk.txt").write_text("x")
+    splits = tmp_path / "ucfTrainTestlist"
+    splits.mkdir()
+    (splits / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 Archery\n3 HandstandPushups\n")
+    (splits / "trainlist01.txt").write_text(
+        "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi 1\nHandstandPushups/v_HandStandPushups_g08_c01.avi 3\n"
+    )
+    (splits / "testlist01.txt").write_text("Archery/v_Archery_g02_c03.avi\n")
+    out = tmp_path / "ucf101"
+    with pytest.warns(UserWarning, match="1 file"):
+        layout = prepare_ucf101(flat, out, split_dir=splits, progress=False)
+    assert layout.classes == ["ApplyEyeMakeup", "Archery", "HandstandPushups"]
+    assert layout.num_videos == 3 and [p.name for p in layout.unmatched] == ["junk.txt"]
+    assert set(layout.split_files) == {"classInd", "trainlist01", "testlist01"}
+    link = out / "HandstandPushups" / "v_HandStandPushups_g08_c01.avi"
+    assert (
+        link.is_symlink() and link.resolve() == (flat / "v_HandStandPushups_g08_c01.avi").resolve()
+    )
+
+    train = VideoFolder(
+        out, clip_len=2, size=8, split_file=layout.split_files["trainlist01"], progress=False
+    )
+    assert train.classes == layout.classes and train.skipped == []
+    assert [label for _, label in train.samples] == [0, 2]
+
+    with pytest.warns(UserWarning):
+        again = prepare_ucf101(flat, out, split_dir=splits, link="copy", progress=False)
+    assert again.num_videos == 3  # existing links are kept
+    with pytest.raises(ValueError, match="link"):
+        prepare_ucf101(flat, out, link="teleport")

@@ -1,0 +1,294 @@
+"""The training loop: schedule, losses, parameter groups, divergence, checkpoints and resume."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from stemlab.data import SyntheticMotion
+from stemlab.train import (
+    HISTORY_COLUMNS,
+    FocalLoss,
+    TrainConfig,
+    WarmupCosine,
+    build_loss,
+    evaluate,
+    fit,
+)
+
+
+class Blobs(Dataset):
+    """Two-class points around (+-2, +-2): linearly separable, returned as (x, label, mask)."""
+
+    def __init__(
+        self, n: int, seed: int = 0, fail_at: int | None = None, interrupt_at: int | None = None
+    ) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.y = torch.arange(n) % 2
+        self.x = torch.randn(n, 4, generator=g) * 0.5 + (self.y[:, None] * 4.0 - 2.0)
+        self.fail_at, self.interrupt_at, self.calls = fail_at, interrupt_at, 0
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise OSError("disk on fire")
+        if self.calls == self.interrupt_at:
+            raise KeyboardInterrupt
+        return self.x[i], int(self.y[i]), torch.zeros(1)
+
+
+class TinyNet(nn.Module):
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.body = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.2))
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x))
+
+
+def quiet(**kwargs: object) -> TrainConfig:
+    base: dict[str, object] = {"epochs": 3, "batch_size": 8, "lr": 0.05, "progress": False}
+    base.update(kwargs)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"epochs": 0}, ValueError, "epochs"),
+        ({"batch_size": 2.5}, TypeError, "batch_size"),
+        ({"lr": -1.0}, ValueError, "lr"),
+        ({"optimizer": "adam"}, ValueError, "adamw"),
+        ({"schedule": "step"}, ValueError, "schedule"),
+        ({"loss": "hinge"}, ValueError, "loss"),
+        ({"label_smoothing": 1.0}, ValueError, "label_smoothing"),
+        ({"loss": "focal", "label_smoothing": 0.1}, ValueError, "label_smoothing"),
+        ({"warmup_epochs": 11}, ValueError, "warmup_epochs"),
+        ({"momentum": 1.0}, ValueError, "momentum"),
+        ({"grad_clip": 0.0}, ValueError, "grad_clip"),
+        ({"device": "tpu"}, ValueError, "device"),
+        ({"amp": "yes"}, ValueError, "amp"),
+        ({"channels_last": 1}, ValueError, "channels_last"),
+        ({"resume": True}, ValueError, "checkpoint_dir"),
+        ({"freeze_backbone": "no"}, TypeError, "freeze_backbone"),
+    ],
+)
+def test_config_validation(kwargs: dict, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_warmup_cosine_factors() -> None:
+    factor = WarmupCosine(warmup_steps=4, total_steps=12, cosine=True)
+    assert [factor(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert factor(4) == 1.0
+    assert factor(8) == pytest.approx(0.5)
+    assert factor(12) == pytest.approx(0.0)
+    floor = WarmupCosine(warmup_steps=0, total_steps=10, cosine=True, min_factor=0.1)
+    assert floor(5) == pytest.approx(0.55) and floor(10) == pytest.approx(0.1)
+    assert WarmupCosine(warmup_steps=2, total_steps=10, cosine=False)(7) == 1.0
+
+
+def test_losses_closed_form() -> None:
+    logits = torch.tensor([[0.0, math.log(3.0)]])
+    target = torch.tensor([1])
+    # p_t = 3/4: focal = -(1/4)^2 log(3/4), cross-entropy = -log(3/4).
+    assert float(FocalLoss(gamma=2.0)(logits, target)) == pytest.approx(-(0.25**2) * math.log(0.75))
+    assert float(FocalLoss(gamma=2.0, alpha=0.25)(logits, target)) == pytest.approx(
+        -0.25 * 0.25**2 * math.log(0.75)
+    )
+    many = torch.randn(6, 5)
+    labels = torch.randint(0, 5, (6,))
+    torch.testing.assert_close(FocalLoss(gamma=0.0)(many, labels), F.cross_entropy(many, labels))
+    smoothed = build_loss(TrainConfig(label_smoothing=0.2))
+    # With smoothing eps over K=2 classes the target is (eps/2, 1 - eps/2).
+    expected = -(0.1 * math.log(0.25) + 0.9 * math.log(0.75))
+    assert float(smoothed(logits, target)) == pytest.approx(expected)
+
+
+def test_fit_learns_and_reports_rows() -> None:
+    model = TinyNet().eval()
+    result = fit(
+        model, Blobs(64), config=quiet(epochs=3, warmup_epochs=1), val_data=Blobs(32, seed=1)
+    )
+    assert result.status == "completed" and result.error is None
+    assert list(result.history.columns) == list(HISTORY_COLUMNS)
+    assert result.history["epoch"].tolist() == [1, 2, 3]
+    # 8 steps per epoch; warm-up 8 steps then cosine over 16: factor after epoch 2 is 0.5.
+    torch.testing.assert_close(
+        torch.tensor(result.history["lr"].tolist()),
+        torch.tensor([0.05, 0.025, 0.0]),
+        atol=1e-9,
+        rtol=0,
+    )
+    assert result.final["val_top1"] == 1.0 and result.final["val_top5"] == 1.0
+    assert (result.history["clips_per_s"] > 0).all() and (result.history["seconds"] > 0).all()
+    assert not model.training, "the caller's eval mode is restored"
+
+
+def test_head_lr_multiplier_scales_the_head_step() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.body = nn.Sequential(nn.Linear(4, 8), nn.Tanh())
+    model.fc = nn.Linear(8, 2)
+    data = Blobs(16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    reference = nn.Sequential()
+    reference.body, reference.fc = nn.Sequential(nn.Linear(4, 8), nn.Tanh()), nn.Linear(8, 2)
+    reference.load_state_dict(before)
+    F.cross_entropy(reference(data.x), data.y).backward()  # one full batch: order is irrelevant
+    config = quiet(
+        epochs=1,
+        batch_size=16,
+        optimizer="sgd",
+        momentum=0.0,
+        weight_decay=0.0,
+        lr=0.1,
+        warmup_epochs=0,
+        schedule="constant",
+        head_lr_multiplier=10.0,
+    )
+    assert fit(model, data, config=config).status == "completed"
+    for name, param in reference.named_parameters():
+        lr = 1.0 if name.startswith("fc.") else 0.1
+        torch.testing.assert_close(before[name] - model.state_dict()[name], lr * param.grad)
+
+
+def test_freeze_backbone_trains_only_the_head() -> None:
+    model = TinyNet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = fit(model, Blobs(32), config=quiet(epochs=2, freeze_backbone=True))
+    assert result.status == "completed"
+    after = model.state_dict()
+    for key in before:
+        changed = not torch.equal(before[key], after[key])
+        assert changed == key.startswith("fc."), key  # BN running stats stay fixed too
+    assert all(p.requires_grad for p in model.parameters()), "requires_grad is restored"
+
+
+def test_nan_loss_stops_cleanly() -> None:
+    class Explodes(TinyNet):
+        calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            out = super().forward(x)
+            return out * math.nan if self.calls == 6 else out
+
+    result = fit(Explodes(), Blobs(32), config=quiet(epochs=3))
+    assert result.status == "diverged"
+    assert "non-finite" in result.error and "epoch 2, step 2" in result.error
+    assert result.history["epoch"].tolist() == [1]
+
+
+def test_exception_is_recorded_not_raised() -> None:
+    result = fit(TinyNet(), Blobs(32, fail_at=40), config=quiet(epochs=3))
+    assert result.status == "failed"
+    assert result.error == "OSError: disk on fire"
+    assert "Traceback" in result.traceback
+    assert len(result.history) == 1
+
+
+def test_checkpoint_resume_matches_uninterrupted(tmp_path: Path) -> None:
+    config = {"epochs": 3, "batch_size": 8, "lr": 0.05, "progress": False}
+    straight = TinyNet(seed=0)
+    full = fit(straight, Blobs(32), config=TrainConfig(**config), val_data=Blobs(8, seed=1))
+
+    run_dir = tmp_path / "run"
+    interrupted = TinyNet(seed=0)
+    with pytest.raises(KeyboardInterrupt):  # dies during epoch 2, after checkpointing epoch 1
+        fit(
+            interrupted,
+            Blobs(32, interrupt_at=40),
+            config=TrainConfig(**config, checkpoint_dir=run_dir),
+            val_data=Blobs(8, seed=1),
+        )
+    assert sorted(p.name for p in run_dir.iterdir()) == ["last.pt"]
+    assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 1
+
+    resumed_model = TinyNet(seed=123)  # weights come from the checkpoint
+    resumed = fit(
+        resumed_model,
+        Blobs(32),
+        config=TrainConfig(**config, checkpoint_dir=run_dir, resume=True),
+        val_data=Blobs(8, seed=1),
+    )
+    assert resumed.status == "completed"
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed_model.state_dict()[key]), key
+    cols = ["epoch", "train_loss", "train_top1", "val_loss", "lr"]
+    assert resumed.history[cols].equals(full.history[cols])
+    assert resumed.checkpoint == run_dir / "last.pt"
+
+    with pytest.raises(ValueError, match="lr"):
+        fit(
+            TinyNet(),
+            Blobs(32),
+            config=TrainConfig(**{**config, "lr": 0.1}, checkpoint_dir=run_dir, resume=True),
+        )
+
+
+class IndexLogits(nn.Module):
+    """Returns a fixed row of logits per sample index (the input is the index)."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        self.table = nn.Parameter(table)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.table[x.long()]
+
+
+class Indices(Dataset):
+    def __init__(self, labels: list[int]) -> None:
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return torch.tensor(i), self.labels[i]
+
+
+def test_evaluate_closed_form() -> None:
+    table = torch.tensor(
+        [[3.0, 2, 1, 0, -1, -2], [0.0, 1, 2, 3, 4, 5], [5.0, 4, 3, 2, 1, 0], [0.0, 0, 0, 0, 0, 9]]
+    )
+    labels = [0, 0, 5, 2]  # ranks: 1st, 6th, 6th, 3rd
+    metrics = evaluate(IndexLogits(table), Indices(labels), batch_size=3, device="cpu")
+    expected = F.cross_entropy(table, torch.tensor(labels)).item()
+    assert metrics["loss"] == pytest.approx(expected)
+    assert metrics["top1"] == 0.25 and metrics["top5"] == 0.5 and metrics["clips"] == 4
+
+
+def test_fit_synthetic_video_with_masks_amp_and_channels_last() -> None:
+    from stemlab.models import create_model
+
+    model = create_model(
+        "r2plus1d_18", stem="r2plus1d", num_classes=4, widths=(8, 8, 8, 8), layers=(1, 1, 1, 1)
+    )
+    data = SyntheticMotion(8, size=16, clip_len=4)
+    config = quiet(epochs=1, batch_size=4, amp=True, channels_last=True, device="cpu")
+    result = fit(
+        model, data, config=config, val_data=SyntheticMotion(4, size=16, clip_len=4, seed=1)
+    )
+    assert result.status == "completed", result.traceback
+    assert all(p.is_contiguous() for p in model.parameters()), "layout restored"
+    assert 0.0 <= result.final["val_top1"] <= 1.0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_cuda_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        fit(TinyNet(), Blobs(8), config=quiet(device="cuda"))
