@@ -8,6 +8,18 @@ from stemlab.weights import load_weights
 
 __version__ = "0.1.0"
 
+# Heavier layers load on first use: ``stemlab.data``, ``stemlab.probes``, ...
+_LAZY_SUBMODULES = ("data", "probes", "report", "study", "train", "weights")
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"stemlab.{name}")
+    raise AttributeError(f"module 'stemlab' has no attribute {name!r}")
+
+
 __all__ = [
     "BACKBONES",
     "STEMS",

@@ -45,7 +45,11 @@ def _run_study(args: argparse.Namespace) -> int:
         )
         return 130
     command = "stemlab study run " + shlex.join(
-        [str(args.path), *(["--quick"] if args.quick else []), *(["--out", str(args.out)] if args.out else [])]
+        [
+            str(args.path),
+            *(["--quick"] if args.quick else []),
+            *(["--out", str(args.out)] if args.out else []),
+        ]
     )
     paths = render_report(run.out_dir, command=command)
     if not args.quiet:
@@ -77,9 +81,13 @@ def add_study_parser(subparsers: Any) -> None:
     )
     run.add_argument("path", help="study script, e.g. studies/stem_ablation.py")
     run.add_argument("--quick", action="store_true", help="apply the study's quick overrides")
-    run.add_argument("--out", default=None, metavar="DIR", help="output folder (default reports/NAME)")
+    run.add_argument(
+        "--out", default=None, metavar="DIR", help="output folder (default reports/NAME)"
+    )
     run.add_argument("--executor", choices=("local", "ray"), default="local")
-    run.add_argument("--workers", type=_positive_int, default=1, metavar="N", help="cells in parallel")
+    run.add_argument(
+        "--workers", type=_positive_int, default=1, metavar="N", help="cells in parallel"
+    )
     run.add_argument("--no-resume", action="store_true", help="rerun cells that already finished")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary lines")

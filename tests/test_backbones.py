@@ -90,7 +90,9 @@ def test_image_stems_on_resnet18(stem):
 
 @pytest.mark.parametrize("stem", VIDEO_STEMS)
 def test_video_stems_are_refused_by_image_backbones(stem):
-    with pytest.raises(ValueError, match="is a video stem .* takes images; use an image stem: deep"):
+    with pytest.raises(
+        ValueError, match=r"is a video stem .* takes images; use an image stem: deep"
+    ):
         stemlab.create_model("resnet18", stem=stem)
 
 
@@ -100,12 +102,12 @@ def test_input_validation_names_the_layout(backbone):
     video = BACKBONES.entry(backbone).kind == "video"
     wrong_rank = torch.randn(3, 32, 32) if not video else torch.randn(3, 4, 32, 32)
     layout = r"\(N, C, T, H, W\) video clip" if video else r"\(N, C, H, W\) image"
-    with pytest.raises(ValueError, match=layout + " with C=3, got shape"):
+    with pytest.raises(ValueError, match=layout + r" with C=3, got shape"):
         model(wrong_rank)
     wrong_channels = torch.randn(1, 1, 4, 32, 32) if video else torch.randn(1, 1, 32, 32)
-    with pytest.raises(ValueError, match=layout + " with C=3 channels in dim 1, got shape"):
+    with pytest.raises(ValueError, match=layout + r" with C=3 channels in dim 1, got shape"):
         model(wrong_channels)
-    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"must be a torch\.Tensor"):
         model([[1.0]])
 
 
@@ -151,7 +153,11 @@ def _block_conv_params(backbone: str, inplanes: int, planes: int) -> int:
     """Parameters of layer1.0's two convs (conv + BN each) reading ``inplanes`` channels."""
     if backbone == "r2plus1d_18":
         mid = (inplanes * planes * 27) // (inplanes * 9 + 3 * planes)
-        return _conv2plus1d_params(inplanes, planes, mid) + _conv2plus1d_params(planes, planes, mid) + 4 * planes
+        return (
+            _conv2plus1d_params(inplanes, planes, mid)
+            + _conv2plus1d_params(planes, planes, mid)
+            + 4 * planes
+        )
     kernel = 9 if backbone in ("r2d_18", "rmc3_18") else 27  # layer1 is 1x3x3 for these
     return inplanes * planes * kernel + planes * planes * kernel + 4 * planes
 
@@ -210,7 +216,9 @@ def test_c3d_head_is_sized_from_the_input():
     small = stemlab.create_model("c3d", num_classes=4, input_size=(8, 64, 64), fc_width=32)
     assert small.fc6.in_features == 512 * 1 * 3 * 3
     # a wider stem changes conv2's input, and the head follows the stem's stride
-    wide = stemlab.create_model("c3d", stem="wide", num_classes=4, fc_width=32, input_size=(8, 64, 64))
+    wide = stemlab.create_model(
+        "c3d", stem="wide", num_classes=4, fc_width=32, input_size=(8, 64, 64)
+    )
     assert wide.layer1[0].in_channels == 128 and wide.fc6.in_features == 512 * 1 * 3 * 3
     # other clip sizes are pooled to the grid fc6 expects
     assert small.eval()(torch.randn(1, 3, 4, 48, 48)).shape == (1, 4)

@@ -42,7 +42,9 @@ def test_stem_module_is_used_as_given():
 
 
 def test_image_stem_on_video_backbone_runs_frame_wise():
-    model = stemlab.create_model("r2d_18", stem="patchify:patch_size=4", num_classes=2, widths=(8, 8, 8, 8))
+    model = stemlab.create_model(
+        "r2d_18", stem="patchify:patch_size=4", num_classes=2, widths=(8, 8, 8, 8)
+    )
     assert isinstance(model.stem, FrameWise) and model.stem.stride == (1, 4, 4)
     assert model.eval()(torch.randn(1, 3, 2, 32, 32)).shape == (1, 2)
 

@@ -37,8 +37,8 @@ REQUIRED_BACKBONES = {
 
 
 def test_required_names_are_registered_with_kinds_and_descriptions():
-    assert REQUIRED_VIDEO_STEMS | REQUIRED_IMAGE_STEMS <= set(stemlab.list_stems())
-    assert REQUIRED_BACKBONES <= set(stemlab.list_backbones())
+    assert set(stemlab.list_stems()) >= REQUIRED_VIDEO_STEMS | REQUIRED_IMAGE_STEMS
+    assert set(stemlab.list_backbones()) >= REQUIRED_BACKBONES
     for name in REQUIRED_VIDEO_STEMS:
         assert STEMS.entry(name).kind == "video"
     for name in REQUIRED_IMAGE_STEMS:
@@ -50,7 +50,13 @@ def test_required_names_are_registered_with_kinds_and_descriptions():
 
 def test_list_patterns_are_fnmatch_and_sorted():
     assert stemlab.list_stems("r2*") == ["r2d", "r2plus1d"]
-    assert stemlab.list_backbones("*_18") == ["mc3_18", "r2d_18", "r2plus1d_18", "r3d_18", "rmc3_18"]
+    assert stemlab.list_backbones("*_18") == [
+        "mc3_18",
+        "r2d_18",
+        "r2plus1d_18",
+        "r3d_18",
+        "rmc3_18",
+    ]
     assert stemlab.list_backbones("cnn_?ru") == ["cnn_gru"]
     assert stemlab.list_stems("nothing*") == []
     assert stemlab.list_stems() == sorted(stemlab.list_stems())
@@ -80,7 +86,7 @@ def test_unknown_names_suggest_close_matches():
         stemlab.create_stem("wdie")
     with pytest.raises(ValueError, match=r"Did you mean 'r2plus1d_18'"):
         stemlab.create_model("r2plus1d18")
-    with pytest.raises(ValueError, match="Available: .*basic"):
+    with pytest.raises(ValueError, match=r"Available: .*basic"):
         stemlab.create_stem("zzzz")
 
 
@@ -94,7 +100,11 @@ def test_custom_stem_plugs_into_every_layer_of_the_api():
     try:
         assert "test_tiny" in stemlab.list_stems("test_*")
         model = stemlab.create_model(
-            "r3d_18", stem="test_tiny:width=12", num_classes=3, widths=(8, 8, 8, 8), layers=(1, 1, 1, 1)
+            "r3d_18",
+            stem="test_tiny:width=12",
+            num_classes=3,
+            widths=(8, 8, 8, 8),
+            layers=(1, 1, 1, 1),
         )
         assert model.stem.out_channels == 12
         assert model.layer1[0].conv1[0].in_channels == 12
@@ -114,7 +124,10 @@ def test_custom_stem_plugs_into_every_layer_of_the_api():
             "wide:width=128,kernel_size=(3,9,9)",
             ("wide", {"width": 128, "kernel_size": (3, 9, 9)}),
         ),
-        ("r2d:kernel_size=[5, 5], stride=(2,2)", ("r2d", {"kernel_size": [5, 5], "stride": (2, 2)})),
+        (
+            "r2d:kernel_size=[5, 5], stride=(2,2)",
+            ("r2d", {"kernel_size": [5, 5], "stride": (2, 2)}),
+        ),
         ("c3d:batch_norm=True", ("c3d", {"batch_norm": True})),
         ("x:a=-1.5e-3,b='s,t',c=None", ("x", {"a": -1.5e-3, "b": "s,t", "c": None})),
     ],

@@ -20,7 +20,9 @@ from stemlab.study import CellStore, Study, config_hash, load_study, run_study
 TINY_BACKBONE = {"widths": [4, 4, 8, 8], "layers": [1, 1, 1, 1]}
 
 
-def tiny_study(name: str = "tiny", stems=("basic:width=4", "r2d:width=4"), seeds=(0, 1), **kw) -> Study:
+def tiny_study(
+    name: str = "tiny", stems=("basic:width=4", "r2d:width=4"), seeds=(0, 1), **kw
+) -> Study:
     options = {
         "name": name,
         "backbones": {"r2plus1d_18": TINY_BACKBONE},
@@ -46,9 +48,13 @@ def tiny_study(name: str = "tiny", stems=("basic:width=4", "r2d:width=4"), seeds
 def test_grid_and_content_hashes():
     study = tiny_study(stems=("basic", "r2d", "wide"), seeds=(0, 1, 2))
     cells = study.cells()
-    assert [c.kind for c in cells].count("train") == 9 and [c.kind for c in cells].count("profile") == 3
+    assert [c.kind for c in cells].count("train") == 9 and [c.kind for c in cells].count(
+        "profile"
+    ) == 3
     assert len({c.key for c in cells}) == 12
-    assert cells[0].key == tiny_study(stems=("basic", "r2d", "wide"), seeds=(0, 1, 2)).cells()[0].key
+    assert (
+        cells[0].key == tiny_study(stems=("basic", "r2d", "wide"), seeds=(0, 1, 2)).cells()[0].key
+    )
     assert config_hash({"a": (1, 2), "b": 1}) == config_hash({"b": 1, "a": [1, 2]})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
     quick = study.quick_variant()
@@ -62,7 +68,11 @@ def test_grid_and_content_hashes():
         ({"name": "my study"}, ValueError, "must be a Python identifier"),
         ({"seeds": [0, 0]}, ValueError, "seeds repeat"),
         ({"stems": "basic"}, ValueError, "non-empty list of stem specs"),
-        ({"data": {"dataset": "kinetics"}}, ValueError, r"data\['dataset'\]='kinetics' is not allowed"),
+        (
+            {"data": {"dataset": "kinetics"}},
+            ValueError,
+            r"data\['dataset'\]='kinetics' is not allowed",
+        ),
         ({"probes": ["flops", "gradcam"]}, ValueError, "Did you mean 'grad_cam'"),
         ({"quick": {"epochs": 1}}, ValueError, r"quick overrides unknown fields \['epochs'\]"),
         ({"training": {"lr": {1, 2}}}, TypeError, "JSON-like literals only"),
@@ -148,7 +158,17 @@ def test_kill_minus_nine_loses_only_cells_in_flight(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "stemlab.cli", "study", "run", str(script), "--out", str(out), "--quiet"],
+        [
+            sys.executable,
+            "-m",
+            "stemlab.cli",
+            "study",
+            "run",
+            str(script),
+            "--out",
+            str(out),
+            "--quiet",
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -171,10 +191,20 @@ def test_kill_minus_nine_loses_only_cells_in_flight(tmp_path):
 
 def test_ray_and_local_give_the_same_summary(tmp_path):
     pytest.importorskip("ray")
-    study = tiny_study(stems=("basic:width=4", "r2d:width=4"), seeds=(0, 1), probes=("flops", "activations"))
+    study = tiny_study(
+        stems=("basic:width=4", "r2d:width=4"), seeds=(0, 1), probes=("flops", "activations")
+    )
     local = run_study(study, out_dir=tmp_path / "local", progress=False, workers=2)
     remote = run_study(study, out_dir=tmp_path / "ray", progress=False, executor="ray", workers=2)
-    columns = ["stem", "params", "gflops", "top1_mean", "top1_std", "n_seeds", "dead_channel_fraction"]
+    columns = [
+        "stem",
+        "params",
+        "gflops",
+        "top1_mean",
+        "top1_std",
+        "n_seeds",
+        "dead_channel_fraction",
+    ]
     pd.testing.assert_frame_equal(
         local.tables["summary"][columns], remote.tables["summary"][columns], rtol=1e-5, atol=1e-6
     )

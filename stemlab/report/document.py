@@ -19,7 +19,9 @@ def format_value(value: object) -> str:
         return ""
     if isinstance(value, bool):
         return str(value)
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 1000):
+    if isinstance(value, int) or (
+        isinstance(value, float) and value.is_integer() and abs(value) >= 1000
+    ):
         return f"{int(value):,}"
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -97,7 +99,9 @@ class Document:
             elif kind == "paragraph":
                 body.append(f"<p>{_inline_html(block[1])}</p>")
             elif kind == "bullets":
-                body.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in block[1]) + "</ul>")
+                body.append(
+                    "<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in block[1]) + "</ul>"
+                )
             elif kind == "table":
                 frame = block[1].map(format_value) if len(block[1]) else block[1]
                 body.append(frame.to_html(index=False, border=0, classes="table", escape=True))
@@ -118,7 +122,7 @@ class Document:
             "code{background:#f2f2f2;padding:0 3px}"
         )
         return (
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{html.escape(self.title)}</title><style>{style}</style></head><body>\n"
             + "\n".join(body)
             + "\n</body></html>\n"

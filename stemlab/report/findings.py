@@ -66,7 +66,9 @@ def _spread(row: pd.Series) -> float:
 
 def _against_baseline(rows: pd.DataFrame, baseline: str, group: list[str], seeds: int) -> list[str]:
     base = rows[rows["stem"] == baseline].iloc[0]
-    group = [s for s in group if s in set(rows["stem"])] or [s for s in rows["stem"] if s != baseline]
+    group = [s for s in group if s in set(rows["stem"])] or [
+        s for s in rows["stem"] if s != baseline
+    ]
     clear, unclear, worse = [], [], []
     for stem in group:
         row = rows[rows["stem"] == stem].iloc[0]
@@ -119,6 +121,13 @@ def _attribution(trained: pd.DataFrame) -> list[str]:
     best = rows.loc[rows["gradcam_on_object"].idxmax()]
     worst = rows.loc[rows["gradcam_on_object"].idxmin()]
     chance = f"; a map spread uniformly would put {_pct(area)} there" if _finite(area) else ""
+    if _finite(area) and area > 0 and best["gradcam_on_object"] < 1.25 * area:
+        return [
+            f"Grad-CAM puts {_pct(worst['gradcam_on_object'])} to {_pct(best['gradcam_on_object'])} "
+            f"of its mass on the moving object{chance}: no stem's map localises the object better "
+            "than a uniform map, so these numbers say nothing about where the models look (check "
+            "the size of the Grad-CAM layer's maps at this input size)."
+        ]
     return [
         f"Grad-CAM puts {_pct(worst['gradcam_on_object'])} (`{worst['stem']}`) to "
         f"{_pct(best['gradcam_on_object'])} (`{best['stem']}`) of its mass on the moving object"

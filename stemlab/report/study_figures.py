@@ -28,8 +28,16 @@ def accuracy_vs_gflops(summary: pd.DataFrame) -> Figure:
             continue
         std = row["top1_std"] if pd.notna(row["top1_std"]) else 0.0
         ax.errorbar(x, 100 * row["top1_mean"], yerr=100 * std, fmt="o", capsize=4)
-        label = row["stem"] if rows["backbone"].nunique() == 1 else f"{row['backbone']}/{row['stem']}"
-        ax.annotate(label, (x, 100 * row["top1_mean"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        label = (
+            row["stem"] if rows["backbone"].nunique() == 1 else f"{row['backbone']}/{row['stem']}"
+        )
+        ax.annotate(
+            label,
+            (x, 100 * row["top1_mean"]),
+            textcoords="offset points",
+            xytext=(5, 4),
+            fontsize=8,
+        )
     ax.set_xlabel("GFLOPs (profiling input)" if x_column == "gflops" else "GFLOPs (training input)")
     ax.set_ylabel("validation top-1 (%)")
     ax.set_title("Accuracy vs cost (error bars: seed std)")
@@ -54,7 +62,9 @@ def training_curves(epochs: pd.DataFrame) -> Figure:
                 alpha=0.15,
             )
             loss = by_epoch["train_loss"].mean()
-            ax_loss.plot(loss.index, loss.values, marker="o", ms=3, color=line.get_color(), label=label)
+            ax_loss.plot(
+                loss.index, loss.values, marker="o", ms=3, color=line.get_color(), label=label
+            )
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("validation top-1 (%) — band: min..max over seeds")
     ax_loss.set_xlabel("epoch")

@@ -50,7 +50,9 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
-def run_cell(config: Mapping[str, Any], *, threads: int = 1, device: str = "auto") -> dict[str, Any]:
+def run_cell(
+    config: Mapping[str, Any], *, threads: int = 1, device: str = "auto"
+) -> dict[str, Any]:
     """Run the cell described by ``config`` and return its record; never raises for cell errors.
 
     Args:
@@ -105,7 +107,9 @@ def _scaled_stem(backbone: str, spec: str | None, multiplier: float) -> str | No
 
     if multiplier == 1.0:
         return spec
-    name, kwargs = parse_stem_spec(spec if spec is not None else BACKBONES.entry(backbone).default_stem)
+    name, kwargs = parse_stem_spec(
+        spec if spec is not None else BACKBONES.entry(backbone).default_stem
+    )
     width = create_stem(name, **kwargs).out_channels
     return format_stem_spec(name, {**kwargs, "width": max(1, round(width * multiplier))})
 
@@ -125,8 +129,12 @@ def _train_cell(config: Mapping[str, Any], device: str, record: dict[str, Any]) 
     train_set, val_set, num_classes = build_datasets(config["data"])
     torch.manual_seed(seed)
     stem = _scaled_stem(config["backbone"], _stem(config), config.get("stem_width_multiplier", 1.0))
-    model = create_model(config["backbone"], stem=stem, num_classes=num_classes, **config["backbone_kwargs"])
-    train_config = TrainConfig(**{**config["training"], "seed": seed, "device": device, "progress": False})
+    model = create_model(
+        config["backbone"], stem=stem, num_classes=num_classes, **config["backbone_kwargs"]
+    )
+    train_config = TrainConfig(
+        **{**config["training"], "seed": seed, "device": device, "progress": False}
+    )
     outcome = fit(model, train_set, config=train_config, val_data=val_set)
     result = record["result"]
     result["epochs"] = _records(outcome.history)
@@ -225,6 +233,7 @@ def _profile_cell(config: Mapping[str, Any], device: str, record: dict[str, Any]
     result["metrics"] = {
         "params": int(total["params"]),
         "gflops": float(total["flops"]) / 1e9,
+        "gflops_conv_linear": float(total["flops_conv"] + total["flops_linear"]) / 1e9,
         "stem_params": int(sum(p.numel() for p in model.stem.parameters())),
         "stem_gflops": float(flops.loc[flops["module"] == "stem", "flops"].iloc[0]) / 1e9,
         "unsupported_ops": str(total.get("unsupported_ops", "")),

@@ -70,14 +70,19 @@ def build_datasets(config: Mapping[str, Any]) -> tuple[Dataset, Dataset, int]:
         train_split = options.pop("train_split", None)
         val_split = options.pop("val_split", None)
         train = VideoFolder(root, split_file=train_split, **options)
-        val = VideoFolder(root, split_file=val_split, sampling="uniform", **{
-            k: v for k, v in options.items() if k != "sampling"
-        })
+        val = VideoFolder(
+            root,
+            split_file=val_split,
+            sampling="uniform",
+            **{k: v for k, v in options.items() if k != "sampling"},
+        )
         return train, val, len(train.classes)
     raise ValueError(f"unknown dataset {dataset!r}")
 
 
-def first_batch(dataset: Dataset, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def first_batch(
+    dataset: Dataset, size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The first ``size`` samples stacked: ``(inputs, labels, masks or None)``."""
     samples = [dataset[i] for i in range(min(size, len(dataset)))]  # type: ignore[arg-type]
     inputs = torch.stack([s[0] for s in samples])

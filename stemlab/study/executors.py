@@ -70,7 +70,9 @@ class RayExecutor:
         address: Ray address; default ``$RAY_ADDRESS``, else a local Ray.
     """
 
-    def __init__(self, *, workers: int = 1, device: str = "auto", address: str | None = None) -> None:
+    def __init__(
+        self, *, workers: int = 1, device: str = "auto", address: str | None = None
+    ) -> None:
         try:
             import ray
         except ImportError:
@@ -112,7 +114,9 @@ class RayExecutor:
                 ray.shutdown()
 
 
-def make_executor(name: str, *, workers: int = 1, device: str = "auto") -> LocalExecutor | RayExecutor:
+def make_executor(
+    name: str, *, workers: int = 1, device: str = "auto"
+) -> LocalExecutor | RayExecutor:
     """Build the executor called ``name`` (``"local"`` or ``"ray"``)."""
     check_choice("executor", name, EXECUTORS)
     if name == "ray":

@@ -68,7 +68,9 @@ def load_study(path: str | os.PathLike[str]) -> Study:
         sys.modules.pop(module_name, None)
     study = getattr(module, "STUDY", None)
     if not isinstance(study, Study):
-        raise ValueError(f"{path} must define STUDY = stemlab.study.Study(...), found {type(study).__name__}")
+        raise ValueError(
+            f"{path} must define STUDY = stemlab.study.Study(...), found {type(study).__name__}"
+        )
     return study
 
 
@@ -122,7 +124,9 @@ def run_study(
         bar.set_postfix_str(f"{record['kind']} {record['config']['stem']} {record['status']}")
         bar.update()
         if record["status"] != "ok":
-            tqdm.write(f"cell {record['key']} ({record['config']['stem']}) failed: {record['error']}")
+            tqdm.write(
+                f"cell {record['key']} ({record['config']['stem']}) failed: {record['error']}"
+            )
 
     try:
         runner.run(todo, on_result)
@@ -132,7 +136,9 @@ def run_study(
     tables = build_tables(cells, store)
     write_tables(tables, out / "tables")
     failed = int((tables["cells"]["status"] != "ok").sum()) if not tables["cells"].empty else 0
-    _write_manifest(out, study, quick=quick, executor=executor, workers=workers, seconds=seconds, tables=tables)
+    _write_manifest(
+        out, study, quick=quick, executor=executor, workers=workers, seconds=seconds, tables=tables
+    )
     return StudyRun(
         out_dir=out,
         total=len(cells),
@@ -162,13 +168,16 @@ def _write_manifest(
             previous = json.loads(manifest_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             previous = {}
-    runs = [*previous.get("runs", []), {
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "quick": quick,
-        "executor": executor,
-        "workers": workers,
-        "seconds": round(seconds, 2),
-    }]
+    runs = [
+        *previous.get("runs", []),
+        {
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "quick": quick,
+            "executor": executor,
+            "workers": workers,
+            "seconds": round(seconds, 2),
+        },
+    ]
     manifest = {
         "study": study.name,
         "quick": quick,
@@ -178,7 +187,9 @@ def _write_manifest(
             "total": len(cells),
             "ok": int((cells["status"] == "ok").sum()) if not cells.empty else 0,
             "failed": int((cells["status"] != "ok").sum()) if not cells.empty else 0,
-            "seconds": cells.set_index("key")["seconds"].round(2).to_dict() if not cells.empty else {},
+            "seconds": cells.set_index("key")["seconds"].round(2).to_dict()
+            if not cells.empty
+            else {},
         },
         "runs": runs,
     }

@@ -120,7 +120,9 @@ class Study:
         if not isinstance(self.backbones, Mapping) or not self.backbones:
             raise ValueError("Study backbones must be a non-empty mapping of name -> kwargs")
         if isinstance(self.stems, str) or not self.stems:
-            raise ValueError(f"Study stems must be a non-empty list of stem specs, got {self.stems!r}")
+            raise ValueError(
+                f"Study stems must be a non-empty list of stem specs, got {self.stems!r}"
+            )
         if isinstance(self.seeds, (str, int)) or not self.seeds:
             raise ValueError(f"Study seeds must be a non-empty list of ints, got {self.seeds!r}")
         for seed in self.seeds:
@@ -128,7 +130,9 @@ class Study:
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"Study seeds repeat: {list(self.seeds)}")
         if self.profile is not None and not {"backbone", "input"} <= set(self.profile):
-            raise ValueError(f"Study profile needs 'backbone' and 'input', got {dict(self.profile)}")
+            raise ValueError(
+                f"Study profile needs 'backbone' and 'input', got {dict(self.profile)}"
+            )
         if len(set(self.stems)) != len(self.stems):
             raise ValueError(f"Study stems repeat: {list(self.stems)}")
         dataset = self.data.get("dataset") if isinstance(self.data, Mapping) else None
@@ -140,7 +144,9 @@ class Study:
         allowed = {f.name for f in fields(self)} - {"name", "quick"}
         unknown = sorted(set(self.quick) - allowed)
         if unknown:
-            raise ValueError(f"Study quick overrides unknown fields {unknown}; allowed: {sorted(allowed)}")
+            raise ValueError(
+                f"Study quick overrides unknown fields {unknown}; allowed: {sorted(allowed)}"
+            )
         _plain(self.data), _plain(self.training), _plain(dict(self.backbones))
         if self.profile is not None:
             _plain(self.profile)
@@ -182,7 +188,11 @@ class Study:
                         )
                     )
         if self.profile is not None:
-            names = list(self.backbones) if self.profile["backbone"] == "*" else [self.profile["backbone"]]
+            names = (
+                list(self.backbones)
+                if self.profile["backbone"] == "*"
+                else [self.profile["backbone"]]
+            )
             for backbone, stem in ((b, s) for b in names for s in self.stems):
                 cells.append(
                     Cell(

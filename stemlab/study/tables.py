@@ -21,6 +21,7 @@ SUMMARY_COLUMNS = [
     "stem",
     "params",
     "gflops",
+    "gflops_conv_linear",
     "latency_ms",
     "latency_fwd_bwd_ms",
     "stem_params",
@@ -110,7 +111,15 @@ def _summary(cells: Sequence[Cell], cell_table: pd.DataFrame) -> pd.DataFrame:
         row: dict[str, Any] = {"backbone": backbone, "stem": stem}
         # the same backbone profiled at full size, else the study's single profiling backbone
         profile = profiles.get((backbone, stem), profile_by_stem.get(stem, {}))
-        for column in ("params", "gflops", "latency_ms", "latency_fwd_bwd_ms", "stem_params", "stem_gflops"):
+        for column in (
+            "params",
+            "gflops",
+            "gflops_conv_linear",
+            "latency_ms",
+            "latency_fwd_bwd_ms",
+            "stem_params",
+            "stem_gflops",
+        ):
             row[column] = profile.get(column)
         trained = (
             cell_table[
