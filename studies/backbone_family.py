@@ -6,8 +6,7 @@ profiled at full size.
 """
 
 from stemlab.study import Study
-
-CPU_BACKBONE = {"widths": [16, 32, 64, 128], "layers": [1, 1, 1, 1]}
+from stemlab.study.presets import CPU_RESNET, MOTION_DATA, MOTION_QUICK, MOTION_TRAINING
 
 STUDY = Study(
     name="backbone_family",
@@ -17,32 +16,18 @@ STUDY = Study(
         "how the texture moves, and profiles every backbone at full size."
     ),
     backbones={
-        "r2d_18": CPU_BACKBONE,
-        "rmc3_18": CPU_BACKBONE,
-        "mc3_18": CPU_BACKBONE,
-        "r3d_18": CPU_BACKBONE,
-        "r2plus1d_18": CPU_BACKBONE,
+        "r2d_18": CPU_RESNET,
+        "rmc3_18": CPU_RESNET,
+        "mc3_18": CPU_RESNET,
+        "r3d_18": CPU_RESNET,
+        "r2plus1d_18": CPU_RESNET,
     },
     stems=["native"],
     seeds=[0, 1],
-    data={
-        "dataset": "synthetic_motion",
-        "task": "motion",
-        "train_samples": 768,
-        "val_samples": 256,
-        "clip_len": 8,
-        "size": 48,
-        "seed": 0,
-    },
-    training={"epochs": 6, "batch_size": 32, "lr": 3e-3, "warmup_epochs": 1},
+    data=MOTION_DATA,
+    training=MOTION_TRAINING,
     probes=["flops", "activations", "grad_cam", "filters"],
     profile={"backbone": "*", "input": [1, 3, 16, 112, 112], "num_classes": 400},
-    latency_runs=3,
-    quick={
-        "seeds": [0],
-        "data": {"train_samples": 128, "val_samples": 64},
-        "training": {"epochs": 1},
-        "profile": {"input": [1, 3, 8, 56, 56]},
-        "latency_runs": 1,
-    },
+    latency_runs=2,
+    quick=MOTION_QUICK,
 )

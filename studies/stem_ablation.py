@@ -10,6 +10,7 @@ later (2+1)D stages at half resolution. Every stem is also profiled on the full-
 """
 
 from stemlab.study import Study
+from stemlab.study.presets import CPU_RESNET, MOTION_DATA, MOTION_QUICK, MOTION_TRAINING
 
 STUDY = Study(
     name="stem_ablation",
@@ -23,23 +24,12 @@ STUDY = Study(
         "stem also learns the task (its later (2+1)D stages see time), so the comparison measures "
         "how fast each stem makes motion usable."
     ),
-    backbones={"r2plus1d_18": {"widths": [16, 32, 64, 128], "layers": [1, 1, 1, 1]}},
+    backbones={"r2plus1d_18": CPU_RESNET},
     stems=["basic", "r2d", "r2plus1d", "wide", "large_kernel", "channel_attention", "c3d"],
     seeds=[0, 1],
     stem_width_multiplier=0.5,
-    data={
-        "dataset": "synthetic_motion",
-        "task": "motion",
-        "num_classes": 4,
-        "train_samples": 1536,
-        "val_samples": 256,
-        "clip_len": 8,
-        "size": 32,
-        "speed": [0.75, 1.5],
-        "noise": 0.3,
-        "seed": 0,
-    },
-    training={"epochs": 3, "batch_size": 16, "lr": 3e-3, "warmup_epochs": 0.5},
+    data=MOTION_DATA,
+    training=MOTION_TRAINING,
     probes=["flops", "activations", "grad_cam", "filters"],
     profile={"backbone": "r2plus1d_18", "input": [1, 3, 16, 112, 112], "num_classes": 400},
     latency_runs=2,
@@ -47,11 +37,5 @@ STUDY = Study(
         "baseline": "r2d",
         "temporal": ["basic", "r2plus1d", "wide", "large_kernel", "channel_attention", "c3d"],
     },
-    quick={
-        "seeds": [0],
-        "data": {"train_samples": 512, "val_samples": 128},
-        "training": {"epochs": 2},
-        "profile": {"input": [1, 3, 8, 56, 56]},
-        "latency_runs": 1,
-    },
+    quick=MOTION_QUICK,
 )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 SMALL_KWARGS: dict[str, dict[str, Any]] = {
     "c3d": {"widths": (8, 16, 16, 16), "fc_width": 16, "input_size": (4, 32, 32)},
     "conv_lstm": {"widths": (8, 16), "layers": (1, 1), "hidden_channels": 8},
@@ -16,3 +18,17 @@ DEFAULT_SMALL: dict[str, Any] = {"widths": (8, 8, 16, 16), "layers": (1, 1, 1, 1
 def small_kwargs(backbone: str) -> dict[str, Any]:
     """Options that shrink ``backbone`` for CPU tests."""
     return dict(SMALL_KWARGS.get(backbone, DEFAULT_SMALL))
+
+
+def randomized(model: torch.nn.Module, *, seed: int = 0) -> torch.nn.Module:
+    """Give every tensor (BN statistics included) a random value, so no transfer passes by luck."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if not tensor.is_floating_point():
+                continue
+            if name.endswith("running_var"):
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
+            else:
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.2)
+    return model

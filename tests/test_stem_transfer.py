@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from small_models import randomized
 
 import stemlab
 from stemlab.weights import STEM_TRANSFERS, load_weights
@@ -15,20 +16,6 @@ from stemlab.weights import STEM_TRANSFERS, load_weights
 SMALL = {"widths": (16, 32, 64, 128), "layers": (1, 1, 1, 1), "num_classes": 5}
 SMALL_RESNET2D = {"widths": (16, 16, 32, 32), "layers": (1, 1, 1, 1), "num_classes": 5}
 SMALL_CNN_LSTM = {"widths": (8, 8, 16, 16), "layers": (1, 1, 1, 1), "hidden_size": 16}
-
-
-def randomized(model: torch.nn.Module, *, seed: int = 0) -> torch.nn.Module:
-    """Give every tensor (BN statistics included) a random value, so no transfer passes by luck."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if not tensor.is_floating_point():
-                continue
-            if name.endswith("running_var"):
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
-            else:
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.2)
-    return model
 
 
 def logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

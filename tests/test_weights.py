@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from small_models import randomized
 
 import stemlab
 from stemlab.weights import (
@@ -22,19 +23,6 @@ from stemlab.weights import (
 from stemlab.weights.checkpoint import resolve_torchvision_weights
 
 SMALL = {"widths": (16, 32, 64, 128), "layers": (1, 1, 1, 1), "num_classes": 5}
-
-
-def randomized(model: torch.nn.Module, *, seed: int = 0) -> torch.nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if not tensor.is_floating_point():
-                continue
-            if name.endswith("running_var"):
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
-            else:
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.2)
-    return model
 
 
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
