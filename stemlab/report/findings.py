@@ -37,6 +37,8 @@ def findings(summary: pd.DataFrame, options: Mapping[str, Any] | None = None) ->
     trained = summary.dropna(subset=["top1_mean"]) if "top1_mean" in summary else summary.iloc[:0]
     if trained.empty:
         return ["No cell finished training, so there is no accuracy to compare."]
+    if trained["backbone"].nunique() > 1 and trained.groupby("backbone").size().max() == 1:
+        return [*_backbone_ranking(trained), *_costs(summary), *_attribution(trained)]
     for backbone, rows in trained.groupby("backbone", sort=False):
         rows = rows.sort_values("top1_mean", ascending=False)
         best = rows.iloc[0]
@@ -56,6 +58,33 @@ def findings(summary: pd.DataFrame, options: Mapping[str, Any] | None = None) ->
             lines += _against_baseline(rows, baseline, list(options.get("temporal", [])), seeds)
     lines += _costs(summary)
     lines += _attribution(trained)
+    return lines
+
+
+def _backbone_ranking(trained: pd.DataFrame) -> list[str]:
+    """One stem per backbone: rank the backbones and compare the best with the rest."""
+    rows = trained.sort_values("top1_mean", ascending=False)
+    seeds = int(rows["n_seeds"].min())
+    ranking = ", ".join(f"`{r.backbone}` ({r.stem}) {_pct(r.top1_mean)}" for r in rows.itertuples())
+    lines = [f"Backbones ranked by top-1 (mean of {seeds}+ seed(s)): {ranking}."]
+    if seeds < 2:
+        lines.append(
+            "With fewer than two seeds per backbone no difference here can be called real."
+        )
+        return lines
+    best = rows.iloc[0]
+    below = [
+        f"`{row['backbone']}` (-{100 * (best['top1_mean'] - row['top1_mean']):.1f} points)"
+        for _, row in rows.iloc[1:].iterrows()
+        if best["top1_mean"] - row["top1_mean"] > _spread(best) + _spread(row)
+    ]
+    if below:
+        lines.append(
+            f"`{best['backbone']}` beats, by more than the seed spread: {', '.join(below)}; the other "
+            "differences are within the seed spread."
+        )
+    else:
+        lines.append("No backbone beats the others by more than the seed spread.")
     return lines
 
 
