@@ -16,9 +16,7 @@ __all__ = ["TABLES", "build_tables", "read_tables", "write_tables"]
 
 TABLES = ("summary", "cells", "epochs", "activations", "flops", "latency", "filters")
 
-SUMMARY_COLUMNS = [
-    "backbone",
-    "stem",
+PROFILE_COLUMNS = (
     "params",
     "gflops",
     "gflops_conv_linear",
@@ -26,6 +24,13 @@ SUMMARY_COLUMNS = [
     "latency_fwd_bwd_ms",
     "stem_params",
     "stem_gflops",
+)
+"""Summary columns taken from the (backbone, stem)'s profiling cell."""
+
+SUMMARY_COLUMNS = [
+    "backbone",
+    "stem",
+    *PROFILE_COLUMNS,
     "top1_mean",
     "top1_std",
     "top5_mean",
@@ -111,15 +116,7 @@ def _summary(cells: Sequence[Cell], cell_table: pd.DataFrame) -> pd.DataFrame:
         row: dict[str, Any] = {"backbone": backbone, "stem": stem}
         # the same backbone profiled at full size, else the study's single profiling backbone
         profile = profiles.get((backbone, stem), profile_by_stem.get(stem, {}))
-        for column in (
-            "params",
-            "gflops",
-            "gflops_conv_linear",
-            "latency_ms",
-            "latency_fwd_bwd_ms",
-            "stem_params",
-            "stem_gflops",
-        ):
+        for column in PROFILE_COLUMNS:
             row[column] = profile.get(column)
         trained = (
             cell_table[
