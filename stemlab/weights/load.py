@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -229,22 +229,14 @@ def _plan_head(
     ckpt: Mapping[str, torch.Tensor],
     original: Mapping[str, str],
 ) -> None:
-    for key in keys:
-        shape = _shape(state[key])
-        if key in ckpt and _shape(ckpt[key]) == shape:
-            plan.add(
-                key, "loaded", "as is", shape, value=ckpt[key], sources=(key,), original=original
-            )
-        elif key in ckpt:
-            classes = (_shape(ckpt[key])[:1], shape[:1])
-            detail = (
-                f"head re-initialised: the checkpoint's is {_shape(ckpt[key])}, the model's "
-                f"{shape} (num_classes {classes[0][0] if classes[0] else '?'} -> "
-                f"{classes[1][0] if classes[1] else '?'}); keeps the model's fresh init"
-            )
-            plan.add(key, "initialized", detail, shape)
-        else:
-            plan.add(key, "initialized", "not in the checkpoint; keeps its init", shape)
+    def mismatch(theirs: tuple[int, ...], ours: tuple[int, ...]) -> str:
+        return (
+            f"head re-initialised: the checkpoint's is {theirs}, the model's {ours} (num_classes "
+            f"{theirs[0] if theirs else '?'} -> {ours[0] if ours else '?'}); keeps the model's "
+            "fresh init"
+        )
+
+    _plan_direct(plan, keys, state, ckpt, original, reason="head", mismatch=mismatch)
 
 
 def _plan_stem(
@@ -303,8 +295,9 @@ def _plan_direct(
     original: Mapping[str, str],
     *,
     reason: str,
+    mismatch: Callable[[tuple[int, ...], tuple[int, ...]], str] | None = None,
 ) -> None:
-    """Load what fits as is; the rest keeps its init with ``reason``."""
+    """Load what fits as is; the rest keeps its init with ``reason`` (or ``mismatch(theirs, ours)``)."""
     for key in keys:
         shape = _shape(state[key])
         if key in ckpt and _shape(ckpt[key]) == shape:
@@ -312,7 +305,12 @@ def _plan_direct(
                 key, "loaded", "as is", shape, value=ckpt[key], sources=(key,), original=original
             )
         elif key in ckpt:
-            detail = f"{reason}: the checkpoint's {_shape(ckpt[key])} does not fit; keeps its init"
+            theirs = _shape(ckpt[key])
+            detail = (
+                mismatch(theirs, shape)
+                if mismatch is not None
+                else f"{reason}: the checkpoint's {theirs} does not fit; keeps its init"
+            )
             plan.add(key, "initialized", detail, shape)
         elif key.endswith(".num_batches_tracked"):
             plan.add(
