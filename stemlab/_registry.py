@@ -27,6 +27,8 @@ class RegistryEntry:
         kind: ``"video"`` (5-D input) or ``"image"`` (4-D input).
         description: one line, taken from the factory's docstring unless given.
         default_stem: for backbones, the spec of their native stem; ``None`` for stems.
+        layout: for backbones, their declared layout (a ``stemlab.backbones.Layout``); ``None``
+            for stems and for backbones registered without one.
     """
 
     name: str
@@ -34,6 +36,7 @@ class RegistryEntry:
     kind: Kind
     description: str
     default_stem: str | None = None
+    layout: Any = None
 
 
 def _first_doc_line(obj: object) -> str:
@@ -59,6 +62,7 @@ class Registry:
         kind: Kind = "video",
         description: str | None = None,
         default_stem: str | None = None,
+        layout: Any = None,
     ) -> Callable[[F], F]:
         """Decorator that registers ``factory`` under ``name``.
 
@@ -87,6 +91,7 @@ class Registry:
                 kind=kind,
                 description=description if description is not None else _first_doc_line(factory),
                 default_stem=default_stem,
+                layout=layout,
             )
             return factory
 

@@ -9,62 +9,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from stemlab._validation import check_call_kwargs, check_choice, check_positive_int
-from stemlab.backbones.registry import BACKBONES
-from stemlab.spec import format_stem_spec, parse_stem_spec
-from stemlab.stems.base import FrameWise, check_stem, stem_kind
-from stemlab.stems.registry import create_stem
+from stemlab._validation import check_choice
+from stemlab.backbones.build import build_backbone, resolve_stem
+from stemlab.weights.load import load_weights
 
 __all__ = ["StemInit", "create_model", "resolve_stem"]
 
 StemInit = Literal["transfer", "random"]
-
-
-def resolve_stem(stem: str | nn.Module | None, *, backbone: str) -> tuple[nn.Module, str]:
-    """Build the stem a model of ``backbone`` will use.
-
-    Image stems on video backbones are wrapped in :class:`~stemlab.stems.base.FrameWise`.
-
-    Args:
-        stem: ``None`` (the backbone's native stem), a registered name or spec string, or a module.
-        backbone: registered backbone name.
-
-    Returns:
-        ``(stem_module, spec)``; ``spec`` is the canonical spec string (a class name for modules).
-
-    Raises:
-        ValueError: unknown names, or a video stem for an image backbone.
-        TypeError: a stem of the wrong type or lacking the stem attributes.
-    """
-    entry = BACKBONES.entry(backbone)
-    if stem is None:
-        stem = entry.default_stem
-    if isinstance(stem, str):
-        name, kwargs = parse_stem_spec(stem)
-        module = create_stem(name, **kwargs)
-        spec = format_stem_spec(name, kwargs)
-    elif isinstance(stem, nn.Module):
-        module = check_stem(stem)
-        spec = type(stem).__name__
-    else:
-        raise TypeError(
-            f"stem must be None, a stem name/spec string or an nn.Module, got {type(stem).__name__}"
-        )
-    kind = stem_kind(module)
-    if entry.kind == "video" and kind == "image":
-        module = FrameWise(module)
-    elif entry.kind == "image" and kind == "video":
-        raise ValueError(
-            f"stem {spec!r} is a video stem (5-D input) but backbone {backbone!r} takes images; "
-            "use an image stem: " + ", ".join(_image_stems())
-        )
-    return module, spec
-
-
-def _image_stems() -> list[str]:
-    from stemlab.stems.registry import STEMS
-
-    return [e.name for e in STEMS if e.kind == "image"]
 
 
 def create_model(
@@ -91,7 +42,8 @@ def create_model(
         **backbone_kwargs: the backbone's own options (``widths``, ``layers``, ``width_multiplier``...).
 
     Returns:
-        The model, with ``.stem``, ``.backbone_name``, ``.stem_spec`` and, with weights,
+        The model, with ``.stem``, ``.backbone_name``, ``.stem_spec``, ``.layout`` (the
+        backbone's declared :class:`~stemlab.backbones.layout.Layout`) and, with weights,
         ``.weights_report`` (a DataFrame: key, action, detail).
 
     Raises:
@@ -99,18 +51,8 @@ def create_model(
         TypeError: arguments of the wrong type or unknown backbone kwargs.
         FileNotFoundError: weights that are not on disk (the message names the expected path).
     """
-    entry = BACKBONES.entry(backbone)
-    check_positive_int("num_classes", num_classes)
     check_choice("stem_init", stem_init, ("transfer", "random"))
-    check_call_kwargs(
-        f"backbone {backbone!r}", entry.factory, backbone_kwargs, reserved=("stem", "num_classes")
-    )
-    stem_module, spec = resolve_stem(stem, backbone=backbone)
-    model = entry.factory(stem=stem_module, num_classes=num_classes, **backbone_kwargs)
-    model.backbone_name = backbone
-    model.stem_spec = spec
+    model = build_backbone(backbone, stem=stem, num_classes=num_classes, **backbone_kwargs)
     if weights is not None:
-        from stemlab.weights import load_weights
-
         load_weights(model, weights, stem_init=stem_init)
     return model

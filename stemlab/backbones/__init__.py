@@ -2,7 +2,9 @@
 
 from stemlab.backbones import c3d, recurrent, resnet2d, video_resnet  # noqa: F401  (registration)
 from stemlab.backbones.base import Backbone
+from stemlab.backbones.build import build_backbone, resolve_stem
 from stemlab.backbones.c3d import C3D
+from stemlab.backbones.layout import Layout, layout_of, torchvision_weights_enum
 from stemlab.backbones.recurrent import ConvLSTMCell, ConvLSTMNet, FrameRNN
 from stemlab.backbones.registry import BACKBONES, list_backbones, register_backbone
 from stemlab.backbones.resnet2d import ResNet2d
@@ -15,8 +17,13 @@ __all__ = [
     "ConvLSTMCell",
     "ConvLSTMNet",
     "FrameRNN",
+    "Layout",
     "ResNet2d",
     "VideoResNet",
+    "build_backbone",
+    "layout_of",
     "list_backbones",
     "register_backbone",
+    "resolve_stem",
+    "torchvision_weights_enum",
 ]

@@ -19,11 +19,12 @@ class Backbone(nn.Module):
     Subclasses set ``self.stem`` (a module with ``in_channels``, ``out_channels``, ``stride``),
     ``input_rank`` (5 for clips, 4 for images) and ``feature_info``: one dict per stage with
     ``module`` (name), ``num_chs`` (output channels) and ``reduction`` (total stride of that output
-    relative to the input; ``(t, h, w)`` for video).
+    relative to the input; ``(t, h, w)`` for video). ``time_folded`` is True where the stages run
+    on frames folded into the batch (their ``feature_info`` entries say ``"time_folded": True``).
     """
 
     input_rank: int = 5
-    frames_folded: bool = False
+    time_folded: bool = False
     feature_info: list[dict[str, Any]]
 
     @property

@@ -12,6 +12,7 @@ from stemlab._init import init_conv_bn_linear
 from stemlab._shapes import infer_output_shape
 from stemlab._validation import check_int_tuple, check_positive_int
 from stemlab.backbones.base import Backbone, check_dropout, check_num_classes, stage_widths
+from stemlab.backbones.layout import Layout
 from stemlab.backbones.registry import register_backbone
 from stemlab.stems.base import check_stem
 
@@ -89,11 +90,6 @@ class C3D(Backbone):
             init_conv_bn_linear(module)
         init_conv_bn_linear(nn.ModuleList([self.fc6, self.fc7, self.fc8]))
 
-    @property
-    def fc(self) -> nn.Linear:
-        """The classifier (``fc8``), under the name other backbones use."""
-        return self.fc8
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and conv stages: ``(N, C, T, H, W) -> (N, C5, t, h, w)``."""
         x = self.stem(x)
@@ -112,7 +108,15 @@ class C3D(Backbone):
         return self.fc8(x)
 
 
-@register_backbone("c3d", default_stem="c3d")
+@register_backbone(
+    "c3d",
+    default_stem="c3d",
+    layout=Layout(
+        first_block="layer1.0",
+        head="fc8",
+        stages=("stem", "layer1", "layer2", "layer3", "layer4"),
+    ),
+)
 def c3d(
     *,
     stem: nn.Module,

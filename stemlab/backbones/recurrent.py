@@ -7,8 +7,8 @@ once on all frames; no Python loop over time except inside the ConvLSTM recurren
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 from torch import nn
@@ -23,11 +23,13 @@ from stemlab.backbones.base import (
     stage_depths,
     stage_widths,
 )
+from stemlab.backbones.layout import Layout
 from stemlab.backbones.registry import register_backbone
 from stemlab.backbones.resnet2d import make_image_stages
 from stemlab.stems.base import check_stem
 
 __all__ = [
+    "FRAME_RNNS",
     "ConvLSTM",
     "ConvLSTMCell",
     "ConvLSTMNet",
@@ -35,13 +37,14 @@ __all__ = [
     "cnn_gru",
     "cnn_lstm",
     "conv_lstm",
+    "frame_rnn",
 ]
 
 
 class _FrameEncoder(Backbone):
     """Stem + 2-D stages on time-folded frames; shared by :class:`FrameRNN` and :class:`ConvLSTMNet`."""
 
-    frames_folded = True
+    time_folded = True
 
     def _build_encoder(self, stem: nn.Module, widths: Sequence[int], layers: Sequence[int]) -> None:
         check_stem(stem)
@@ -261,81 +264,105 @@ class ConvLSTMNet(_FrameEncoder):
         return self.fc(self.dropout(self.avgpool(hidden).flatten(1)))
 
 
-def _frame_rnn(rnn: Literal["lstm", "gru"], *, stem: nn.Module, **kwargs: Any) -> FrameRNN:
-    widths = kwargs.pop("widths")
+FRAME_RNNS: dict[str, tuple[Literal["lstm", "gru"], str]] = {
+    "cnn_lstm": (
+        "lstm",
+        "CNN+LSTM: ResNet-18 frame encoder (all frames at once) + LSTM; variable lengths supported.",
+    ),
+    "cnn_gru": (
+        "gru",
+        "CNN+GRU: ResNet-18 frame encoder (all frames at once) + GRU; variable lengths supported.",
+    ),
+}
+"""Frame-encoder + RNN backbones: name -> (recurrent cell, description), fed to one builder."""
+
+_FRAME_STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
+
+
+def frame_rnn(
+    rnn: Literal["lstm", "gru"],
+    *,
+    stem: nn.Module,
+    num_classes: int = 400,
+    widths: Sequence[int] = (64, 128, 256, 512),
+    layers: Sequence[int] = (2, 2, 2, 2),
+    width_multiplier: float = 1.0,
+    hidden_size: int = 256,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    dropout: float = 0.0,
+) -> FrameRNN:
+    """A :class:`FrameRNN` with a ``"lstm"`` or ``"gru"`` head, options validated.
+
+    Raises:
+        ValueError / TypeError: invalid options, naming the argument.
+    """
     num_stages = len(tuple(widths))
-    check_num_classes(kwargs["num_classes"])
-    check_positive_int("hidden_size", kwargs["hidden_size"])
-    check_positive_int("num_layers", kwargs["num_layers"])
-    check_dropout(kwargs["dropout"])
-    if not isinstance(kwargs["bidirectional"], bool):
-        raise TypeError(f"bidirectional must be a bool, got {kwargs['bidirectional']!r}")
+    check_num_classes(num_classes)
+    check_positive_int("hidden_size", hidden_size)
+    check_positive_int("num_layers", num_layers)
+    check_dropout(dropout)
+    if not isinstance(bidirectional, bool):
+        raise TypeError(f"bidirectional must be a bool, got {bidirectional!r}")
     return FrameRNN(
         stem=stem,
-        widths=stage_widths(widths, kwargs.pop("width_multiplier"), num_stages=num_stages),
-        layers=stage_depths(kwargs.pop("layers"), num_stages=num_stages),
+        widths=stage_widths(widths, width_multiplier, num_stages=num_stages),
+        layers=stage_depths(layers, num_stages=num_stages),
         rnn=check_choice("rnn", rnn, ("lstm", "gru")),
-        **kwargs,
-    )
-
-
-@register_backbone("cnn_lstm", default_stem="resnet")
-def cnn_lstm(
-    *,
-    stem: nn.Module,
-    num_classes: int = 400,
-    widths: Sequence[int] = (64, 128, 256, 512),
-    layers: Sequence[int] = (2, 2, 2, 2),
-    width_multiplier: float = 1.0,
-    hidden_size: int = 256,
-    num_layers: int = 1,
-    bidirectional: bool = False,
-    dropout: float = 0.0,
-) -> FrameRNN:
-    """CNN+LSTM: ResNet-18 frame encoder (all frames at once) + LSTM; variable lengths supported."""
-    return _frame_rnn(
-        "lstm",
-        stem=stem,
-        num_classes=num_classes,
-        widths=widths,
-        layers=layers,
-        width_multiplier=width_multiplier,
         hidden_size=hidden_size,
         num_layers=num_layers,
         bidirectional=bidirectional,
+        num_classes=num_classes,
         dropout=dropout,
     )
 
 
-@register_backbone("cnn_gru", default_stem="resnet")
-def cnn_gru(
-    *,
-    stem: nn.Module,
-    num_classes: int = 400,
-    widths: Sequence[int] = (64, 128, 256, 512),
-    layers: Sequence[int] = (2, 2, 2, 2),
-    width_multiplier: float = 1.0,
-    hidden_size: int = 256,
-    num_layers: int = 1,
-    bidirectional: bool = False,
-    dropout: float = 0.0,
-) -> FrameRNN:
-    """CNN+GRU: ResNet-18 frame encoder (all frames at once) + GRU; variable lengths supported."""
-    return _frame_rnn(
-        "gru",
-        stem=stem,
-        num_classes=num_classes,
-        widths=widths,
-        layers=layers,
-        width_multiplier=width_multiplier,
-        hidden_size=hidden_size,
-        num_layers=num_layers,
-        bidirectional=bidirectional,
-        dropout=dropout,
-    )
+def _register_frame_rnn(name: str) -> Callable[..., FrameRNN]:
+    """Register the :data:`FRAME_RNNS` row ``name``."""
+    rnn, description = FRAME_RNNS[name]
+
+    def builder(
+        *,
+        stem: nn.Module,
+        num_classes: int = 400,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        layers: Sequence[int] = (2, 2, 2, 2),
+        width_multiplier: float = 1.0,
+        hidden_size: int = 256,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+    ) -> FrameRNN:
+        return frame_rnn(
+            rnn,
+            stem=stem,
+            num_classes=num_classes,
+            widths=widths,
+            layers=layers,
+            width_multiplier=width_multiplier,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            bidirectional=bidirectional,
+            dropout=dropout,
+        )
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = description
+    layout = Layout(first_block="layer1.0", head="fc", stages=_FRAME_STAGES, time_folded=True)
+    return register_backbone(name, default_stem="resnet", layout=layout)(builder)
 
 
-@register_backbone("conv_lstm", default_stem="resnet")
+cnn_lstm = _register_frame_rnn("cnn_lstm")
+cnn_gru = _register_frame_rnn("cnn_gru")
+
+
+@register_backbone(
+    "conv_lstm",
+    default_stem="resnet",
+    layout=Layout(
+        first_block="layer1.0", head="fc", stages=("stem", "layer1", "layer2"), time_folded=True
+    ),
+)
 def conv_lstm(
     *,
     stem: nn.Module,

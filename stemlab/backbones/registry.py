@@ -8,6 +8,7 @@ from typing import TypeVar
 from torch import nn
 
 from stemlab._registry import Kind, Registry
+from stemlab.backbones.layout import Layout
 
 __all__ = ["BACKBONES", "list_backbones", "register_backbone"]
 
@@ -17,7 +18,11 @@ F = TypeVar("F", bound=Callable[..., nn.Module])
 
 
 def register_backbone(
-    name: str, *, default_stem: str = "basic", kind: Kind = "video"
+    name: str,
+    *,
+    default_stem: str = "basic",
+    kind: Kind = "video",
+    layout: Layout | None = None,
 ) -> Callable[[F], F]:
     """Register a backbone builder under ``name``.
 
@@ -28,11 +33,17 @@ def register_backbone(
         name: registry name (a Python identifier).
         default_stem: spec of the backbone's native stem, used when ``create_model(stem=None)``.
         kind: ``"video"`` (5-D input) or ``"image"`` (4-D input).
+        layout: where the stem, first block and head are, the torchvision weights enum and time
+            folding (see :class:`~stemlab.backbones.layout.Layout`). Weights, training and probes
+            read it; a backbone without one loads checkpoints key by key only.
 
     Raises:
         ValueError: if ``name`` is already registered.
+        TypeError: if ``layout`` is not a :class:`Layout`.
     """
-    return BACKBONES.register(name, kind=kind, default_stem=default_stem)
+    if layout is not None and not isinstance(layout, Layout):
+        raise TypeError(f"layout must be a stemlab Layout or None, got {type(layout).__name__}")
+    return BACKBONES.register(name, kind=kind, default_stem=default_stem, layout=layout)
 
 
 def list_backbones(pattern: str = "*") -> list[str]:

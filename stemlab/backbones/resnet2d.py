@@ -18,6 +18,7 @@ from stemlab.backbones.base import (
     stage_depths,
     stage_widths,
 )
+from stemlab.backbones.layout import Layout
 from stemlab.backbones.registry import register_backbone
 from stemlab.stems.base import check_stem
 
@@ -126,7 +127,17 @@ class ResNet2d(Backbone):
         return self.fc(self.dropout(x))
 
 
-@register_backbone("resnet18", default_stem="resnet", kind="image")
+@register_backbone(
+    "resnet18",
+    default_stem="resnet",
+    kind="image",
+    layout=Layout(
+        first_block="layer1.0",
+        head="fc",
+        stages=("stem", "layer1", "layer2", "layer3", "layer4"),
+        torchvision_weights="ResNet18_Weights",
+    ),
+)
 def resnet18(
     *,
     stem: nn.Module,

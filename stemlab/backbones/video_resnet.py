@@ -8,7 +8,8 @@ stage width, so a wider or narrower stem really reaches the first stage.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -20,6 +21,7 @@ from torchvision.models.video.resnet import (
 )
 
 from stemlab._init import init_conv_bn_linear
+from stemlab._validation import check_choice
 from stemlab.backbones.base import (
     Backbone,
     check_dropout,
@@ -27,10 +29,21 @@ from stemlab.backbones.base import (
     stage_depths,
     stage_widths,
 )
+from stemlab.backbones.layout import Layout
 from stemlab.backbones.registry import register_backbone
 from stemlab.stems.base import check_stem
 
-__all__ = ["VideoResNet", "mc3_18", "r2d_18", "r2plus1d_18", "r3d_18", "rmc3_18"]
+__all__ = [
+    "VIDEO_RESNETS",
+    "VideoResNet",
+    "VideoResNetSpec",
+    "mc3_18",
+    "r2d_18",
+    "r2plus1d_18",
+    "r3d_18",
+    "rmc3_18",
+    "video_resnet",
+]
 
 ConvBuilder = type[Conv3DSimple] | type[Conv3DNoTemporal] | type[Conv2Plus1D]
 
@@ -115,21 +128,93 @@ class VideoResNet(Backbone):
         return self.fc(self.dropout(x))
 
 
-def _video_resnet(
+_WIDTHS = (64, 128, 256, 512)
+_LAYERS = (2, 2, 2, 2)
+_STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
+
+
+@dataclass(frozen=True)
+class VideoResNetSpec:
+    """One row of :data:`VIDEO_RESNETS`: what distinguishes a video ResNet-18 variant.
+
+    Attributes:
+        conv_builders: the conv type of each of the four stages.
+        default_stem: spec of the native stem.
+        torchvision_weights: the torchvision weights enum name, if torchvision has the model.
+        description: the registry's one-line description.
+    """
+
+    conv_builders: tuple[ConvBuilder, ConvBuilder, ConvBuilder, ConvBuilder]
+    default_stem: str
+    torchvision_weights: str | None
+    description: str
+
+
+VIDEO_RESNETS: dict[str, VideoResNetSpec] = {
+    "r3d_18": VideoResNetSpec(
+        (Conv3DSimple,) * 4,
+        "basic",
+        "R3D_18_Weights",
+        "R3D-18: 3-D convolutions (3x3x3) in every stage (Tran et al. 2018).",
+    ),
+    "mc3_18": VideoResNetSpec(
+        (Conv3DSimple, Conv3DNoTemporal, Conv3DNoTemporal, Conv3DNoTemporal),
+        "basic",
+        "MC3_18_Weights",
+        "MC3-18: 3-D convolutions in layer1, frame-wise (1x3x3) in layer2-4.",
+    ),
+    "rmc3_18": VideoResNetSpec(
+        (Conv3DNoTemporal, Conv3DSimple, Conv3DSimple, Conv3DSimple),
+        "r2d",
+        None,
+        "rMC3-18: frame-wise (1x3x3) layer1, 3-D convolutions in layer2-4 (reversed MC3).",
+    ),
+    "r2plus1d_18": VideoResNetSpec(
+        (Conv2Plus1D,) * 4,
+        "r2plus1d",
+        "R2Plus1D_18_Weights",
+        "R(2+1)D-18: every 3x3x3 conv factorised into (1x3x3 spatial, 3x1x1 temporal).",
+    ),
+    "r2d_18": VideoResNetSpec(
+        (Conv3DNoTemporal,) * 4,
+        "r2d",
+        None,
+        "R2D-18 (frame-wise f-R2D): 1x3x3 convolutions only; time is pooled at the end.",
+    ),
+}
+"""The video ResNet-18 variants, fed to one builder (as torchvision's ``_video_resnet``)."""
+
+
+def video_resnet(
+    name: str,
     *,
     stem: nn.Module,
-    conv_builders: Sequence[ConvBuilder],
-    num_classes: int,
-    widths: Sequence[int],
-    layers: Sequence[int],
-    width_multiplier: float,
-    dropout: float,
+    num_classes: int = 400,
+    widths: Sequence[int] = _WIDTHS,
+    layers: Sequence[int] = _LAYERS,
+    width_multiplier: float = 1.0,
+    dropout: float = 0.0,
 ) -> VideoResNet:
+    """Build the :data:`VIDEO_RESNETS` variant ``name``.
+
+    Args:
+        name: a key of :data:`VIDEO_RESNETS`.
+        stem: a video stem.
+        num_classes: size of the classifier.
+        widths: output channels of each stage.
+        layers: blocks per stage.
+        width_multiplier: scales every stage width.
+        dropout: dropout probability before ``fc``.
+
+    Raises:
+        ValueError / TypeError: an unknown variant or invalid options.
+    """
+    spec = VIDEO_RESNETS[check_choice("name", name, tuple(VIDEO_RESNETS))]
     check_num_classes(num_classes)
     check_dropout(dropout)
     return VideoResNet(
         stem=stem,
-        conv_builders=conv_builders,
+        conv_builders=spec.conv_builders,
         widths=stage_widths(widths, width_multiplier, num_stages=4),
         layers=stage_depths(layers, num_stages=4),
         num_classes=num_classes,
@@ -137,115 +222,42 @@ def _video_resnet(
     )
 
 
-_WIDTHS = (64, 128, 256, 512)
-_LAYERS = (2, 2, 2, 2)
+def _register(name: str) -> Callable[..., VideoResNet]:
+    """Register the builder of ``name`` with the row's stem, description and layout."""
+    spec = VIDEO_RESNETS[name]
 
+    def builder(
+        *,
+        stem: nn.Module,
+        num_classes: int = 400,
+        widths: Sequence[int] = _WIDTHS,
+        layers: Sequence[int] = _LAYERS,
+        width_multiplier: float = 1.0,
+        dropout: float = 0.0,
+    ) -> VideoResNet:
+        return video_resnet(
+            name,
+            stem=stem,
+            num_classes=num_classes,
+            widths=widths,
+            layers=layers,
+            width_multiplier=width_multiplier,
+            dropout=dropout,
+        )
 
-@register_backbone("r3d_18", default_stem="basic")
-def r3d_18(
-    *,
-    stem: nn.Module,
-    num_classes: int = 400,
-    widths: Sequence[int] = _WIDTHS,
-    layers: Sequence[int] = _LAYERS,
-    width_multiplier: float = 1.0,
-    dropout: float = 0.0,
-) -> VideoResNet:
-    """R3D-18: 3-D convolutions (3x3x3) in every stage (Tran et al. 2018)."""
-    return _video_resnet(
-        stem=stem,
-        conv_builders=[Conv3DSimple] * 4,
-        num_classes=num_classes,
-        widths=widths,
-        layers=layers,
-        width_multiplier=width_multiplier,
-        dropout=dropout,
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = spec.description
+    layout = Layout(
+        first_block="layer1.0",
+        head="fc",
+        stages=_STAGES,
+        torchvision_weights=spec.torchvision_weights,
     )
+    return register_backbone(name, default_stem=spec.default_stem, layout=layout)(builder)
 
 
-@register_backbone("mc3_18", default_stem="basic")
-def mc3_18(
-    *,
-    stem: nn.Module,
-    num_classes: int = 400,
-    widths: Sequence[int] = _WIDTHS,
-    layers: Sequence[int] = _LAYERS,
-    width_multiplier: float = 1.0,
-    dropout: float = 0.0,
-) -> VideoResNet:
-    """MC3-18: 3-D convolutions in layer1, frame-wise (1x3x3) in layer2-4."""
-    return _video_resnet(
-        stem=stem,
-        conv_builders=[Conv3DSimple] + [Conv3DNoTemporal] * 3,
-        num_classes=num_classes,
-        widths=widths,
-        layers=layers,
-        width_multiplier=width_multiplier,
-        dropout=dropout,
-    )
-
-
-@register_backbone("rmc3_18", default_stem="r2d")
-def rmc3_18(
-    *,
-    stem: nn.Module,
-    num_classes: int = 400,
-    widths: Sequence[int] = _WIDTHS,
-    layers: Sequence[int] = _LAYERS,
-    width_multiplier: float = 1.0,
-    dropout: float = 0.0,
-) -> VideoResNet:
-    """rMC3-18: frame-wise (1x3x3) layer1, 3-D convolutions in layer2-4 (reversed MC3)."""
-    return _video_resnet(
-        stem=stem,
-        conv_builders=[Conv3DNoTemporal] + [Conv3DSimple] * 3,
-        num_classes=num_classes,
-        widths=widths,
-        layers=layers,
-        width_multiplier=width_multiplier,
-        dropout=dropout,
-    )
-
-
-@register_backbone("r2plus1d_18", default_stem="r2plus1d")
-def r2plus1d_18(
-    *,
-    stem: nn.Module,
-    num_classes: int = 400,
-    widths: Sequence[int] = _WIDTHS,
-    layers: Sequence[int] = _LAYERS,
-    width_multiplier: float = 1.0,
-    dropout: float = 0.0,
-) -> VideoResNet:
-    """R(2+1)D-18: every 3x3x3 conv factorised into (1x3x3 spatial, 3x1x1 temporal)."""
-    return _video_resnet(
-        stem=stem,
-        conv_builders=[Conv2Plus1D] * 4,
-        num_classes=num_classes,
-        widths=widths,
-        layers=layers,
-        width_multiplier=width_multiplier,
-        dropout=dropout,
-    )
-
-
-@register_backbone("r2d_18", default_stem="r2d")
-def r2d_18(
-    *,
-    stem: nn.Module,
-    num_classes: int = 400,
-    widths: Sequence[int] = _WIDTHS,
-    layers: Sequence[int] = _LAYERS,
-    width_multiplier: float = 1.0,
-    dropout: float = 0.0,
-) -> VideoResNet:
-    """R2D-18 (frame-wise f-R2D): 1x3x3 convolutions only; time is pooled at the end."""
-    return _video_resnet(
-        stem=stem,
-        conv_builders=[Conv3DNoTemporal] * 4,
-        num_classes=num_classes,
-        widths=widths,
-        layers=layers,
-        width_multiplier=width_multiplier,
-        dropout=dropout,
-    )
+r3d_18 = _register("r3d_18")
+mc3_18 = _register("mc3_18")
+rmc3_18 = _register("rmc3_18")
+r2plus1d_18 = _register("r2plus1d_18")
+r2d_18 = _register("r2d_18")

@@ -131,7 +131,7 @@ def grad_cam(
     if not any(p.requires_grad for p in model.parameters()):
         x = x.detach().requires_grad_(True)
     batch = x.shape[0]
-    folded = x.ndim == 5 and bool(getattr(model, "frames_folded", False))
+    folded = x.ndim == 5 and bool(getattr(model, "time_folded", False))
 
     was_training = model.training
     try:
