@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from stemlab.errors import StemlabTypeError
+
 __all__ = [
+    "MAX_CHANNELS",
     "check_call_kwargs",
     "check_choice",
     "check_int_tuple",
@@ -14,6 +18,30 @@ __all__ = [
     "check_positive_int",
     "unknown_name_error",
 ]
+
+MAX_CHANNELS = 8192
+"""Largest channel count (stem width, stage width, hidden size) a model may ask for: far above any
+real stem, far below a size whose weights cannot be allocated."""
+
+_CHANNEL_ARGUMENTS = frozenset(
+    {
+        "width",
+        "widths",
+        "mid_width",
+        "in_channels",
+        "out_channels",
+        "hidden_channels",
+        "hidden_size",
+    }
+)
+"""Arguments holding channel counts, bounded by :data:`MAX_CHANNELS` before anything is allocated."""
+
+
+def _check_channels(argument: str, value: int, original: Any) -> None:
+    if argument in _CHANNEL_ARGUMENTS and value > MAX_CHANNELS:
+        raise ValueError(
+            f"{argument}={original!r} is too large: channel counts must be in [1, {MAX_CHANNELS}]"
+        )
 
 
 def unknown_name_error(what: str, name: object, choices: Iterable[str]) -> ValueError:
@@ -48,18 +76,21 @@ def check_choice(argument: str, value: Any, choices: Sequence[Any]) -> Any:
 def check_positive_int(argument: str, value: Any, *, allow_zero: bool = False) -> int:
     """Return ``value`` if it is a positive int (bools refused), else raise TypeError/ValueError."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{argument} must be an int, got {type(value).__name__} {value!r}")
+        raise StemlabTypeError(f"{argument} must be an int, got {type(value).__name__} {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{argument} must be {bound}, got {value}")
+    _check_channels(argument, value, value)
     return value
 
 
 def check_positive_float(argument: str, value: Any, *, allow_zero: bool = False) -> float:
-    """Return ``value`` as float if it is a positive real number, else raise TypeError/ValueError."""
+    """Return ``value`` as float if it is a finite positive real number (NaN and inf refused)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{argument} must be a number, got {type(value).__name__} {value!r}")
-    if value < 0 or (value == 0 and not allow_zero) or value != value:
+        raise StemlabTypeError(f"{argument} must be a number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{argument} must be a finite number, got {value}")
+    if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{argument} must be {bound}, got {value}")
     return float(value)
@@ -81,17 +112,18 @@ def check_int_tuple(
         if len(items) != length:
             raise ValueError(f"{argument} must have {length} elements, got {value!r}")
     else:
-        raise TypeError(
+        raise StemlabTypeError(
             f"{argument} must be an int or a sequence of {length} ints, "
             f"got {type(value).__name__} {value!r}"
         )
     for item in items:
         if isinstance(item, bool) or not isinstance(item, int):
-            raise TypeError(f"{argument} must hold ints, got {value!r}")
+            raise StemlabTypeError(f"{argument} must hold ints, got {value!r}")
         if item < 0 or (item == 0 and not allow_zero):
             raise ValueError(
                 f"{argument} must hold {'non-negative' if allow_zero else 'positive'} ints, got {value!r}"
             )
+        _check_channels(argument, item, value)
     return items
 
 
@@ -111,7 +143,9 @@ def check_call_kwargs(
     parameters = inspect.signature(factory).parameters
     clash = sorted(set(kwargs) & set(reserved))
     if clash:
-        raise TypeError(f"{what}: {', '.join(map(repr, clash))} is set by stemlab, not by keyword")
+        raise StemlabTypeError(
+            f"{what}: {', '.join(map(repr, clash))} is set by stemlab, not by keyword"
+        )
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
     accepted = [
@@ -125,6 +159,6 @@ def check_call_kwargs(
         for name in unknown:
             close = difflib.get_close_matches(name, accepted, n=1)
             hints.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
-        raise TypeError(
+        raise StemlabTypeError(
             f"{what} got unknown argument(s) {', '.join(hints)}; it takes: {', '.join(accepted)}"
         )

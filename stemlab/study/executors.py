@@ -6,13 +6,20 @@ the cells in flight.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from typing import Any
 
 from stemlab._validation import check_choice, check_positive_int
+from stemlab.errors import MissingDependencyError
 from stemlab.study.cell import run_cell
 from stemlab.study.spec import Cell
 
@@ -22,8 +29,33 @@ EXECUTORS = ("local", "ray")
 OnResult = Callable[[dict[str, Any]], None]
 
 
+_PR_SET_PDEATHSIG = 1
+WATCHDOG_SECONDS = 0.5
+"""How often a worker checks that its driver is still its parent."""
+
+
 def _threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this worker exit soon after ``parent_pid`` (its driver) dies, by any signal.
+
+    On Linux the kernel sends SIGKILL when the parent dies (``prctl(PR_SET_PDEATHSIG)``); on every
+    platform a daemon thread also polls the parent pid and exits when the worker was orphaned.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the driver died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(WATCHDOG_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="stemlab-parent-watchdog", daemon=True).start()
 
 
 class LocalExecutor:
@@ -45,7 +77,12 @@ class LocalExecutor:
             for cell in cells:
                 on_result(run_cell(cell.config, threads=self.threads, device=self.device))
             return
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=get_context("spawn"),
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
+        ) as pool:
             pending: set[Future[dict[str, Any]]] = {
                 pool.submit(run_cell, cell.config, threads=self.threads, device=self.device)
                 for cell in cells
@@ -76,7 +113,7 @@ class RayExecutor:
         try:
             import ray
         except ImportError:
-            raise ImportError(
+            raise MissingDependencyError(
                 "--executor ray needs Ray: pip install 'stemlab[ray]' (or pip install 'ray[default]')"
             ) from None
         self.ray = ray
