@@ -1,0 +1,344 @@
+"""Channel ablation: how much the model relies on each output channel of a layer (e.g. the stem).
+
+Each channel of ``layer`` is set to zero (one at a time, or cumulatively for the curve) by a
+forward hook that multiplies the layer output by a 0/1 channel mask, and the model's accuracy or
+loss is measured on the data. captum's ``LayerFeatureAblation`` does the same single-channel
+ablation with a channel ``layer_mask``, but it re-runs a baseline per batch, returns a per-sample
+attribution of the layer's full size and cannot remove channel *sets* cumulatively; the hook here
+serves both tables with one code path (the tests check it against captum).
+
+The data are read once: every batch is run with all masks before the next batch is read, so
+nothing is cached (except for :func:`ablation_curve` on a one-shot iterator when it must first
+rank the channels itself).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stemlab._validation import check_choice, check_positive_int
+from stemlab.probes._modules import check_model, first_tensor, model_device
+from stemlab.probes.cka import _evaluating, _iter_batches, _resolve_layer
+
+__all__ = ["ABLATION_METRICS", "CURVE_ORDERS", "ablation_curve", "channel_ablation"]
+
+ABLATION_METRICS: tuple[str, ...] = ("accuracy", "loss")
+CURVE_ORDERS: tuple[str, ...] = ("importance", "random")
+
+_Removed = tuple[int, ...]
+
+
+class _ChannelMask:
+    """A forward hook zeroing a set of output channels (dim 1) of one module; none by default."""
+
+    def __init__(self, module: nn.Module, name: str) -> None:
+        self.name = name
+        self.removed: _Removed = ()
+        self.channels: int | None = None
+        self.handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, inputs: Any, output: Any) -> Any:
+        if not isinstance(output, torch.Tensor) or output.ndim < 2:
+            found = first_tensor(output)
+            shape = tuple(found.shape) if found is not None else None
+            raise ValueError(
+                f"layer {self.name!r} must output one tensor with channels in dim 1, got "
+                f"{type(output).__name__} {shape or ''}"
+            )
+        if self.channels is None:
+            self.channels = output.shape[1]
+        if not self.removed:
+            return None
+        keep = torch.ones(output.shape[1], dtype=output.dtype, device=output.device)
+        keep[list(self.removed)] = 0
+        return output * keep.view(1, -1, *([1] * (output.ndim - 2)))
+
+
+@contextmanager
+def _masked(model: nn.Module, layer: str) -> Iterator[_ChannelMask]:
+    mask = _ChannelMask(_resolve_layer(model, layer), layer)
+    try:
+        yield mask
+    finally:
+        mask.handle.remove()
+
+
+def _check_labels(label: Any, logits: torch.Tensor, index: int) -> torch.Tensor:
+    if label is None:
+        raise ValueError(
+            f"data: batch {index} has no label; channel ablation needs batches (clip, label, ...)"
+        )
+    label = torch.as_tensor(label)
+    if label.dtype.is_floating_point or label.dtype == torch.bool or label.ndim != 1:
+        raise TypeError(
+            f"data: batch {index} labels must be a 1-D integer tensor of class indices, got "
+            f"dtype {label.dtype} shape {tuple(label.shape)}"
+        )
+    if logits.ndim != 2 or logits.shape[0] != label.shape[0]:
+        raise ValueError(
+            f"the model must return (N, classes) logits for N={label.shape[0]} labels, got "
+            f"{tuple(logits.shape)}"
+        )
+    if label.numel() and (int(label.min()) < 0 or int(label.max()) >= logits.shape[1]):
+        raise ValueError(
+            f"data: batch {index} labels must lie in [0, {logits.shape[1]}), got "
+            f"{label.min().item()}..{label.max().item()}"
+        )
+    return label.to(logits.device)
+
+
+def _metric_sum(logits: torch.Tensor, label: torch.Tensor, metric: str) -> float:
+    if metric == "accuracy":
+        return float((logits.argmax(dim=1) == label).sum())
+    return float(F.cross_entropy(logits.double(), label, reduction="sum"))
+
+
+def _evaluate(
+    model: nn.Module,
+    data: Iterable[Any],
+    *,
+    layer: str,
+    metric: str,
+    removals: Callable[[int], list[_Removed]],
+    max_batches: int | None,
+) -> tuple[dict[_Removed, float], int, int, int]:
+    """Mean metric with each channel set of ``removals(C)`` zeroed, data read once.
+
+    Returns:
+        ``({removed: metric}, channels, samples, batches)``; ``()`` is the unablated model.
+    """
+    totals: dict[_Removed, float] = {}
+    samples = batches = 0
+    device = model_device(model)
+    with _evaluating(model), _masked(model, layer) as mask:
+        sets: list[_Removed] | None = None
+        for index, (x, label) in enumerate(_iter_batches(data, max_batches=max_batches)):
+            x = x.to(device)
+            mask.removed = ()
+            logits = model(x)
+            label = _check_labels(label, logits, index)
+            if sets is None:  # the hook has just seen the layer's channel count
+                sets = list(dict.fromkeys(removals(int(mask.channels or 0))))
+                totals = dict.fromkeys([(), *sets], 0.0)
+            totals[()] += _metric_sum(logits, label, metric)
+            for removed in sets:
+                if removed:
+                    mask.removed = removed
+                    totals[removed] += _metric_sum(model(x), label, metric)
+            samples += x.shape[0]
+            batches += 1
+    if not samples:
+        raise ValueError("data yielded no batch (or only empty ones); nothing to evaluate")
+    return {k: v / samples for k, v in totals.items()}, int(mask.channels or 0), samples, batches
+
+
+def _check_channels(channels: Any) -> list[int] | None:
+    if channels is None:
+        return None
+    if isinstance(channels, (int, str)) or not isinstance(channels, Iterable):
+        raise TypeError(f"channels must be a sequence of channel indices, got {channels!r}")
+    values = list(channels)
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"channels must hold ints, got {value!r} in {channels!r}")
+        if value < 0:
+            raise ValueError(f"channels must hold indices >= 0, got {value} in {channels!r}")
+    if not values:
+        raise ValueError("channels must name at least one channel (or be None for all)")
+    return [int(v) for v in values]
+
+
+def _in_range(channels: list[int], count: int, layer: str) -> list[int]:
+    outside = [c for c in channels if c >= count]
+    if outside:
+        raise ValueError(f"channels {outside} do not exist: layer {layer!r} has {count} channels")
+    return channels
+
+
+def channel_ablation(
+    model: nn.Module,
+    data: Iterable[Any],
+    *,
+    layer: str = "stem",
+    metric: Literal["accuracy", "loss"] = "accuracy",
+    channels: Sequence[int] | None = None,
+    max_batches: int | None = None,
+) -> pd.DataFrame:
+    """Zero one output channel of ``layer`` at a time and measure the metric on ``data``.
+
+    Implemented with a forward hook multiplying the layer output by a channel mask (see the
+    module docstring for why not captum's ``LayerFeatureAblation``). Eval mode, ``no_grad``;
+    the model's modes are restored and the hook removed; parameters are not touched.
+
+    Args:
+        model: a classifier returning ``(N, classes)`` logits.
+        data: iterable of labelled batches ``(clip, label, ...)``; read once.
+        layer: module whose output channels (dim 1) are ablated, e.g. ``"stem"``, ``"layer1"``.
+        metric: ``"accuracy"`` (top-1) or ``"loss"`` (mean cross-entropy).
+        channels: channel indices to ablate; ``None`` = all.
+        max_batches: use at most this many batches.
+
+    Returns:
+        DataFrame ``channel, metric, baseline, ablated, drop``, one row per channel. ``drop`` is
+        positive when the channel matters: ``baseline - ablated`` for accuracy, ``ablated -
+        baseline`` for loss. ``.attrs``: ``layer``, ``metric``, ``num_channels``, ``samples``,
+        ``batches``.
+
+    Raises:
+        TypeError / ValueError: unknown layer (with close matches), bad metric, channels,
+            labels or ``max_batches``.
+    """
+    check_model(model)
+    check_choice("metric", metric, ABLATION_METRICS)
+    _resolve_layer(model, layer)
+    wanted = _check_channels(channels)
+
+    def removals(count: int) -> list[_Removed]:
+        chosen = range(count) if wanted is None else _in_range(wanted, count, layer)
+        return [(c,) for c in chosen]
+
+    values, count, samples, batches = _evaluate(
+        model, data, layer=layer, metric=metric, removals=removals, max_batches=max_batches
+    )
+    baseline = values[()]
+    chosen = list(range(count)) if wanted is None else wanted
+    rows = []
+    for channel in chosen:
+        ablated = values[(channel,)]
+        drop = baseline - ablated if metric == "accuracy" else ablated - baseline
+        rows.append(
+            {
+                "channel": channel,
+                "metric": metric,
+                "baseline": baseline,
+                "ablated": ablated,
+                "drop": drop,
+            }
+        )
+    frame = pd.DataFrame(rows, columns=["channel", "metric", "baseline", "ablated", "drop"])
+    frame.attrs.update(
+        {
+            "layer": layer,
+            "metric": metric,
+            "num_channels": count,
+            "samples": samples,
+            "batches": batches,
+        }
+    )
+    return frame
+
+
+def _importance_order(importance: pd.DataFrame, count: int) -> list[int]:
+    if not isinstance(importance, pd.DataFrame) or not {"channel", "drop"} <= set(importance):
+        raise TypeError(
+            "importance must be a channel_ablation table (a DataFrame with channel and drop)"
+        )
+    table = importance.sort_values(["drop", "channel"], ascending=[False, True], kind="stable")
+    order = [int(c) for c in table["channel"]]
+    if sorted(order) != list(range(count)):
+        raise ValueError(
+            f"importance must rank every channel 0..{count - 1} of the layer exactly once, got "
+            f"{sorted(order)}"
+        )
+    return order
+
+
+def ablation_curve(
+    model: nn.Module,
+    data: Iterable[Any],
+    *,
+    layer: str = "stem",
+    metric: Literal["accuracy", "loss"] = "accuracy",
+    order: Literal["importance", "random"] | None = None,
+    importance: pd.DataFrame | None = None,
+    seed: int = 0,
+    max_batches: int | None = None,
+) -> pd.DataFrame:
+    """The metric as channels of ``layer`` are removed cumulatively, 0 to all of them.
+
+    In ``"importance"`` order the channel with the largest :func:`channel_ablation` drop goes
+    first (ties by channel index); in ``"random"`` order a seeded permutation is used. A curve
+    that falls much faster in importance order than in random order means the model relies on a
+    few channels.
+
+    Args:
+        model: a classifier returning ``(N, classes)`` logits.
+        data: iterable of labelled batches ``(clip, label, ...)``. Read once, twice when the
+            importance order must first be measured (a one-shot iterator is then cached).
+        layer: module whose output channels are removed.
+        metric: ``"accuracy"`` or ``"loss"``.
+        order: ``"importance"``, ``"random"`` or ``None`` for both.
+        importance: a :func:`channel_ablation` table over every channel of ``layer``, with the
+            same metric; measured here when ``None`` and needed.
+        seed: seed of the random order.
+        max_batches: use at most this many batches.
+
+    Returns:
+        DataFrame ``order, removed, metric_value``: for each order, rows ``removed = 0..C``.
+        ``.attrs``: ``layer``, ``metric``, ``num_channels``, ``orders`` (``{order: [channel, ...]}``),
+        ``samples``.
+
+    Raises:
+        TypeError / ValueError: unknown layer, bad metric/order/seed, or an importance table that
+            does not rank every channel.
+    """
+    check_model(model)
+    check_choice("metric", metric, ABLATION_METRICS)
+    if order is not None:
+        check_choice("order", order, CURVE_ORDERS)
+    check_positive_int("seed", seed, allow_zero=True)
+    _resolve_layer(model, layer)
+    orders = list(CURVE_ORDERS) if order is None else [order]
+    if (
+        isinstance(importance, pd.DataFrame)
+        and "metric" in importance.columns
+        and len(importance)
+        and set(importance["metric"]) != {metric}
+    ):
+        raise ValueError(
+            f"importance was measured with metric {sorted(set(importance['metric']))}, but "
+            f"metric={metric!r}"
+        )
+    if "importance" in orders and importance is None:
+        if iter(data) is data:  # a one-shot iterator: keep its batches for the second pass
+            data = [batch for _, batch in zip(range(max_batches or 2**62), data)]
+        importance = channel_ablation(
+            model, data, layer=layer, metric=metric, max_batches=max_batches
+        )
+    sequences: dict[str, list[int]] = {}
+
+    def removals(count: int) -> list[_Removed]:
+        for name in orders:
+            if name == "importance":
+                sequences[name] = _importance_order(importance, count)
+            else:
+                sequences[name] = [int(c) for c in np.random.default_rng(seed).permutation(count)]
+        return [tuple(sorted(s[:k])) for s in sequences.values() for k in range(count + 1)]
+
+    values, count, samples, _ = _evaluate(
+        model, data, layer=layer, metric=metric, removals=removals, max_batches=max_batches
+    )
+    rows = [
+        {"order": name, "removed": k, "metric_value": values[tuple(sorted(sequence[:k]))]}
+        for name, sequence in sequences.items()
+        for k in range(count + 1)
+    ]
+    frame = pd.DataFrame(rows, columns=["order", "removed", "metric_value"])
+    frame.attrs.update(
+        {
+            "layer": layer,
+            "metric": metric,
+            "num_channels": count,
+            "orders": sequences,
+            "samples": samples,
+        }
+    )
+    return frame

@@ -1,0 +1,573 @@
+"""Linear CKA between layers of two models (Kornblith et al. 2019), accumulated over mini-batches.
+
+Centred kernel alignment compares two representations of the same samples through their Gram
+matrices ``K = X X^T`` and ``L = Y Y^T``::
+
+    CKA(K, L) = HSIC(K, L) / sqrt(HSIC(K, K) * HSIC(L, L))
+
+It is invariant to orthogonal transforms and isotropic scaling of either representation, so it
+tells whether two layers carry the same information regardless of how the channels are arranged.
+
+Over a data set, :func:`cka` uses the minibatch estimator of Nguyen, Raghu & Kornblith (2021)::
+
+    CKA = mean_b HSIC_1(K_b, L_b) / sqrt(mean_b HSIC_1(K_b, K_b) * mean_b HSIC_1(L_b, L_b))
+
+with ``HSIC_1`` the unbiased estimator of Song et al. (2012). Only running sums are kept, so memory
+does not grow with the number of batches. :func:`gram_matrices` returns the per-batch Gram matrices
+instead (small: batch x batch per layer), so CKA between two models can be computed later from
+stored Grams with :func:`cka_from_grams`; :func:`cka` is built on the same two pieces.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from stemlab._validation import check_positive_int
+from stemlab.probes._modules import check_model, first_tensor, model_device, module_names_hint
+
+__all__ = [
+    "MIN_UNBIASED_SAMPLES",
+    "cka",
+    "cka_from_grams",
+    "default_cka_layers",
+    "gram_matrices",
+    "hsic",
+    "linear_cka",
+]
+
+MIN_UNBIASED_SAMPLES = 4
+"""The unbiased HSIC estimator divides by ``n (n - 3)``: it needs at least 4 samples."""
+
+LayerSpec = Sequence[str] | tuple[Sequence[str], Sequence[str]] | None
+
+
+# --- shared by the filter-channel probes -------------------------------------------------------
+
+
+def _iter_batches(
+    data: Any, *, max_batches: int | None, argument: str = "data"
+) -> Iterator[tuple[torch.Tensor, Any]]:
+    """Yield ``(input, label_or_None)`` for each batch of ``data``, at most ``max_batches``.
+
+    A batch is a tuple/list whose first element is the input tensor (the second, when present, is
+    the label), or a bare input tensor. A tensor ``data`` is one batch.
+    """
+    if max_batches is not None:
+        check_positive_int("max_batches", max_batches)
+    if isinstance(data, torch.Tensor):
+        data = [data]
+    elif isinstance(data, Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
+        raise TypeError(
+            f"{argument} must be an iterable of batches (e.g. a DataLoader), got the dataset "
+            f"{type(data).__name__}: wrap it in torch.utils.data.DataLoader(..., batch_size=...)"
+        )
+    if not isinstance(data, Iterable):
+        raise TypeError(
+            f"{argument} must be an iterable of batches (clip, label, ...), got {type(data).__name__}"
+        )
+    for index, batch in enumerate(data):
+        if max_batches is not None and index >= max_batches:
+            return
+        if isinstance(batch, torch.Tensor):
+            x, label = batch, None
+        elif isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+            x, label = batch[0], (batch[1] if len(batch) > 1 else None)
+        else:
+            raise TypeError(
+                f"{argument}: batch {index} must be a tensor or a tuple/list whose first element "
+                f"is the input tensor, got {type(batch).__name__}"
+            )
+        if x.ndim < 2:
+            raise ValueError(
+                f"{argument}: batch {index} input must have a batch dimension, got shape "
+                f"{tuple(x.shape)}"
+            )
+        yield x, label
+
+
+@contextmanager
+def _evaluating(*models: nn.Module) -> Iterator[None]:
+    """Eval mode and no_grad inside; every module's own train/eval flag restored afterwards."""
+    modes = [(module, module.training) for model in models for module in model.modules()]
+    try:
+        for model in models:
+            model.eval()
+        with torch.no_grad():
+            yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _resolve_layer(model: nn.Module, name: Any, *, argument: str = "layer") -> nn.Module:
+    if not isinstance(name, str):
+        raise TypeError(f"{argument} must be a module name (str), got {type(name).__name__}")
+    modules = dict(model.named_modules())
+    if not name or name not in modules:
+        raise ValueError(
+            f"{argument}={name!r}: the model has no such module." + module_names_hint(model, name)
+        )
+    return modules[name]
+
+
+def _per_sample(output: torch.Tensor, batch: int, folded: bool, name: str) -> torch.Tensor:
+    """``(N, ...)`` or time-folded ``(N*T, ...)`` -> ``(N, features)``."""
+    if output.shape[0] != batch and not (folded and output.shape[0] % batch == 0):
+        raise ValueError(
+            f"layer {name!r} output has batch {output.shape[0]}, which is not the input batch "
+            f"{batch} (or a multiple of it for a time-folded layer)"
+        )
+    return output.reshape(batch, -1)
+
+
+def _is_folded(model: nn.Module, name: str) -> bool:
+    for entry in getattr(model, "feature_info", None) or ():
+        if entry.get("module") == name:
+            if entry.get("time_folded"):
+                return True
+            break
+    return bool(getattr(model, "time_folded", False)) and name != "stem"
+
+
+# --- HSIC and linear CKA -----------------------------------------------------------------------
+
+
+def _as_matrix(value: Any, argument: str) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().double().numpy()
+    try:
+        matrix = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{argument} must be a numeric array, got {type(value).__name__}") from exc
+    if matrix.ndim != 2:
+        raise ValueError(
+            f"{argument} must be a 2-D feature matrix (samples, features), got shape {matrix.shape}"
+        )
+    return matrix
+
+
+def _check_grams(k: np.ndarray, l: np.ndarray, *, unbiased: bool) -> int:  # noqa: E741
+    n = k.shape[0]
+    if k.shape != (n, n) or l.shape != (n, n):
+        raise ValueError(
+            f"Gram matrices must be square with the same size, got {k.shape} and {l.shape}"
+        )
+    needed = MIN_UNBIASED_SAMPLES if unbiased else 2
+    if n < needed:
+        raise ValueError(
+            f"{'unbiased ' if unbiased else ''}HSIC needs at least {needed} samples, got {n}"
+        )
+    return n
+
+
+def hsic(k: Any, l: Any, *, unbiased: bool = False) -> float:  # noqa: E741
+    """HSIC of two Gram matrices (not normalised: only ratios of HSIC values are meaningful).
+
+    Biased: ``tr(H K H L) / (n - 1)^2`` with the centring matrix ``H = I - 11^T / n``.
+    Unbiased (Song et al. 2012), with ``K~``, ``L~`` the Grams with zeroed diagonals::
+
+        [tr(K~ L~) + 1^T K~ 1 * 1^T L~ 1 / ((n-1)(n-2)) - 2/(n-2) * 1^T K~ L~ 1] / (n (n-3))
+
+    Args:
+        k: ``(n, n)`` Gram matrix.
+        l: ``(n, n)`` Gram matrix of the same samples.
+        unbiased: use the unbiased estimator (needs ``n >= 4``).
+
+    Returns:
+        The HSIC estimate as a float (computed in float64).
+
+    Raises:
+        ValueError: non-square or mismatched matrices, or too few samples.
+    """
+    k = _as_matrix(k, "k")
+    l = _as_matrix(l, "l")  # noqa: E741
+    _check_grams(k, l, unbiased=unbiased)
+    return _hsic_unbiased(k, l) if unbiased else _hsic_biased(k, l)
+
+
+def _hsic_biased(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741
+    n = k.shape[0]
+    kc = k - k.mean(axis=0, keepdims=True)
+    kc = kc - kc.mean(axis=1, keepdims=True)
+    lc = l - l.mean(axis=0, keepdims=True)
+    lc = lc - lc.mean(axis=1, keepdims=True)
+    return float(np.sum(kc * lc) / (n - 1) ** 2)
+
+
+class _Zeroed:
+    """A Gram with zeroed diagonal and the sums the unbiased estimator reuses for every pair."""
+
+    __slots__ = ("matrix", "row_sums", "total")
+
+    def __init__(self, gram: np.ndarray) -> None:
+        self.matrix = gram.copy()
+        np.fill_diagonal(self.matrix, 0.0)
+        self.row_sums = self.matrix.sum(axis=1)
+        self.total = float(self.row_sums.sum())
+
+
+def _hsic_unbiased_zeroed(a: _Zeroed, b: _Zeroed) -> float:
+    n = a.matrix.shape[0]
+    trace = float(np.sum(a.matrix * b.matrix))  # tr(A B) for symmetric A, B
+    middle = a.total * b.total / ((n - 1) * (n - 2))
+    last = 2.0 / (n - 2) * float(a.row_sums @ b.row_sums)
+    return (trace + middle - last) / (n * (n - 3))
+
+
+def _hsic_unbiased(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741
+    return _hsic_unbiased_zeroed(_Zeroed(k), _Zeroed(l))
+
+
+def _ratio(cross: float, self_a: float, self_b: float) -> float:
+    denominator = self_a * self_b
+    if not denominator > 0.0:  # a constant representation (or a negative unbiased estimate)
+        return math.nan
+    return cross / math.sqrt(denominator)
+
+
+def linear_cka(x: Any, y: Any, *, unbiased: bool = False) -> float:
+    """Linear CKA of two feature matrices of the same samples (Kornblith et al. 2019).
+
+    Args:
+        x: ``(N, D1)`` features (numpy array, tensor or nested sequence).
+        y: ``(N, D2)`` features of the same ``N`` samples.
+        unbiased: use the unbiased HSIC estimator (Song et al. 2012; needs ``N >= 4``), which
+            removes the bias of the plain estimator towards 1 when ``D`` is large next to ``N``.
+
+    Returns:
+        CKA as a float, computed in float64: 1 for representations equal up to an orthogonal
+        transform and isotropic scaling; NaN when either representation is constant.
+
+    Raises:
+        TypeError: non-numeric input.
+        ValueError: not 2-D, different numbers of samples, or too few samples (2; 4 if unbiased).
+    """
+    x = _as_matrix(x, "x")
+    y = _as_matrix(y, "y")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"x and y must hold the same samples (same N), got shapes {x.shape} and {y.shape}"
+        )
+    k, l = x @ x.T, y @ y.T  # noqa: E741
+    _check_grams(k, l, unbiased=unbiased)
+    if unbiased:
+        zk, zl = _Zeroed(k), _Zeroed(l)
+        return _ratio(
+            _hsic_unbiased_zeroed(zk, zl),
+            _hsic_unbiased_zeroed(zk, zk),
+            _hsic_unbiased_zeroed(zl, zl),
+        )
+    return _ratio(_hsic_biased(k, l), _hsic_biased(k, k), _hsic_biased(l, l))
+
+
+# --- Gram matrices of model layers -------------------------------------------------------------
+
+
+def default_cka_layers(model: nn.Module) -> list[str]:
+    """The stem output and each stage: the ``module`` names of ``model.feature_info``.
+
+    Raises:
+        ValueError: if the model has no ``feature_info`` (pass ``layers`` explicitly then).
+    """
+    info = getattr(model, "feature_info", None)
+    if not info:
+        raise ValueError(
+            f"{type(model).__name__} has no feature_info to take default layers from; "
+            "pass layers=[...] with module names"
+        )
+    return [entry["module"] for entry in info]
+
+
+class _GramRecorder:
+    """Forward hooks that turn each layer's output into a float64 Gram matrix on the spot.
+
+    The Gram is computed inside the hook, before any later in-place op can change the output,
+    and only the ``(N, N)`` matrix is kept.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[str], device: torch.device | None):
+        self.model = model
+        self.layers = list(layers)
+        self.device = device
+        self.modules = {name: _resolve_layer(model, name, argument="layers") for name in layers}
+        self.folded = {name: _is_folded(model, name) for name in layers}
+        self.batch = 0
+        self.active = (
+            False  # the same model may be hooked by two recorders (cka of a model with itself)
+        )
+        self.grams: dict[str, np.ndarray] = {}
+        self.handles: list[Any] = []
+
+    def __enter__(self) -> _GramRecorder:
+        try:
+            for name, module in self.modules.items():
+                self.handles.append(module.register_forward_hook(self._hook(name)))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+    def _hook(self, name: str) -> Any:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if not self.active:
+                return
+            if name in self.grams:
+                raise ValueError(
+                    f"layer {name!r} ran more than once in one forward pass; CKA needs a layer "
+                    "that runs once per input (pick its parent module)"
+                )
+            tensor = first_tensor(output)
+            if tensor is None:
+                raise ValueError(f"layer {name!r} returned no tensor")
+            features = _per_sample(tensor.detach(), self.batch, self.folded[name], name)
+            features = features.to(device=self.device or features.device, dtype=torch.float64)
+            self.grams[name] = (features @ features.T).cpu().numpy()
+
+        return hook
+
+    def run(self, x: torch.Tensor) -> dict[str, np.ndarray]:
+        self.batch = x.shape[0]
+        self.grams = {}
+        self.active = True
+        try:
+            self.model(x.to(model_device(self.model)))
+        finally:
+            self.active = False
+        missing = [name for name in self.layers if name not in self.grams]
+        if missing:
+            raise ValueError(f"layers {missing} did not run in the model's forward pass")
+        grams, self.grams = self.grams, {}
+        return grams
+
+
+def _layer_lists(
+    model_a: nn.Module, model_b: nn.Module, layers: Any
+) -> tuple[list[str], list[str]]:
+    if layers is None:
+        return default_cka_layers(model_a), default_cka_layers(model_b)
+    if isinstance(layers, str):
+        raise TypeError(
+            f"layers must be a list of module names or a pair (layers_a, layers_b), got the "
+            f"string {layers!r}; write [{layers!r}]"
+        )
+    items = list(layers)
+    if len(items) == 2 and all(isinstance(i, (list, tuple)) for i in items):
+        layers_a, layers_b = list(items[0]), list(items[1])
+    else:
+        layers_a, layers_b = items, list(items)
+    for argument, names in (("layers", layers_a), ("layers", layers_b)):
+        if not names:
+            raise ValueError(f"{argument} must name at least one module")
+        if not all(isinstance(n, str) for n in names):
+            raise TypeError(f"{argument} must hold module names (str), got {names!r}")
+    return layers_a, layers_b
+
+
+def _torch_device(device: Any) -> torch.device | None:
+    if device is None:
+        return None
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device={device!r} is not a torch device") from exc
+
+
+def gram_matrices(
+    model: nn.Module,
+    data: Iterable[Any],
+    *,
+    layers: Sequence[str] | None = None,
+    max_batches: int | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, list[np.ndarray]]:
+    """Per-batch linear Gram matrices ``K_b = X_b X_b^T`` of each layer's flattened output.
+
+    Features of a sample are its layer output flattened (time-folded outputs of recurrent
+    backbones, ``(N*T, ...)``, are regrouped per clip). Runs in eval mode under ``no_grad``; the
+    model's modes are restored and its hooks removed.
+
+    Args:
+        model: the model.
+        data: iterable of batches ``(clip, label, ...)`` (the first element is the input).
+        layers: module names; ``None`` = the stem output and each stage (``feature_info``).
+        max_batches: use at most this many batches.
+        device: where the float64 Grams are computed (default: where the layer output is).
+
+    Returns:
+        ``{layer: [gram of batch 0, gram of batch 1, ...]}``, float64 ``(N_b, N_b)`` arrays.
+
+    Raises:
+        TypeError / ValueError: bad model, data, layer names or ``max_batches``.
+    """
+    check_model(model)
+    names = default_cka_layers(model) if layers is None else _layer_lists(model, model, layers)[0]
+    grams: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    with _evaluating(model), _GramRecorder(model, names, _torch_device(device)) as recorder:
+        for x, _ in _iter_batches(data, max_batches=max_batches):
+            for name, gram in recorder.run(x).items():
+                grams[name].append(gram)
+    return grams
+
+
+class _MinibatchCKA:
+    """Running sums of unbiased HSIC over batches: O(layers_a x layers_b) floats of state."""
+
+    def __init__(self, layers_a: Sequence[str], layers_b: Sequence[str]) -> None:
+        self.layers_a, self.layers_b = list(layers_a), list(layers_b)
+        self.cross = np.zeros((len(self.layers_a), len(self.layers_b)))
+        self.self_a = np.zeros(len(self.layers_a))
+        self.self_b = np.zeros(len(self.layers_b))
+        self.batches = 0
+        self.samples = 0
+        self.skipped = 0
+
+    def update(self, grams_a: Mapping[str, np.ndarray], grams_b: Mapping[str, np.ndarray]) -> None:
+        n = grams_a[self.layers_a[0]].shape[0]
+        for grams in (grams_a, grams_b):
+            for name, gram in grams.items():
+                if gram.shape != (n, n):
+                    raise ValueError(
+                        f"batch {self.batches + self.skipped}: Gram of {name!r} has shape "
+                        f"{gram.shape}, expected ({n}, {n}) (the same samples for every layer)"
+                    )
+        if n < MIN_UNBIASED_SAMPLES:
+            self.skipped += 1
+            return
+        zeroed_a = [_Zeroed(grams_a[name]) for name in self.layers_a]
+        zeroed_b = [_Zeroed(grams_b[name]) for name in self.layers_b]
+        for i, za in enumerate(zeroed_a):
+            self.self_a[i] += _hsic_unbiased_zeroed(za, za)
+            for j, zb in enumerate(zeroed_b):
+                self.cross[i, j] += _hsic_unbiased_zeroed(za, zb)
+        for j, zb in enumerate(zeroed_b):
+            self.self_b[j] += _hsic_unbiased_zeroed(zb, zb)
+        self.batches += 1
+        self.samples += n
+
+    def table(self) -> pd.DataFrame:
+        if self.skipped:
+            warnings.warn(
+                f"cka: skipped {self.skipped} batch(es) with fewer than {MIN_UNBIASED_SAMPLES} "
+                "samples (the unbiased HSIC estimator needs 4)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        if not self.batches:
+            raise ValueError(
+                f"cka needs at least one batch of {MIN_UNBIASED_SAMPLES} or more samples, "
+                f"got {self.skipped} smaller batch(es) and no other"
+            )
+        rows = [
+            {
+                "layer_a": a,
+                "layer_b": b,
+                "cka": _ratio(self.cross[i, j], self.self_a[i], self.self_b[j]),
+            }
+            for i, a in enumerate(self.layers_a)
+            for j, b in enumerate(self.layers_b)
+        ]
+        frame = pd.DataFrame(rows, columns=["layer_a", "layer_b", "cka"])
+        frame.attrs.update(
+            {"batches": self.batches, "samples": self.samples, "skipped_batches": self.skipped}
+        )
+        return frame
+
+
+def cka_from_grams(
+    grams_a: Mapping[str, Sequence[np.ndarray]], grams_b: Mapping[str, Sequence[np.ndarray]]
+) -> pd.DataFrame:
+    """Minibatch CKA between every layer of ``grams_a`` and every layer of ``grams_b``.
+
+    The Grams must come from the same batches in the same order (e.g. a study's fixed probe
+    batches): batch ``b`` of every layer holds the same samples.
+
+    Args:
+        grams_a: ``{layer: [K_0, K_1, ...]}`` as returned by :func:`gram_matrices`.
+        grams_b: the same for the other model.
+
+    Returns:
+        DataFrame ``layer_a, layer_b, cka`` (the full matrix, ``grams_a`` order outer); ``.attrs``
+        holds ``batches``, ``samples`` and ``skipped_batches`` (batches under 4 samples).
+
+    Raises:
+        ValueError: empty input, different numbers of batches, or mismatched batch sizes.
+    """
+    for argument, grams in (("grams_a", grams_a), ("grams_b", grams_b)):
+        if not isinstance(grams, Mapping) or not grams:
+            raise ValueError(f"{argument} must be a non-empty dict {{layer: [gram, ...]}}")
+    counts = {len(v) for v in (*grams_a.values(), *grams_b.values())}
+    if len(counts) != 1:
+        raise ValueError(
+            f"every layer of grams_a and grams_b must hold the same number of batches, got "
+            f"{sorted(counts)}"
+        )
+    accumulator = _MinibatchCKA(list(grams_a), list(grams_b))
+    for index in range(counts.pop()):
+        accumulator.update(
+            {k: _as_matrix(v[index], f"grams_a[{k!r}][{index}]") for k, v in grams_a.items()},
+            {k: _as_matrix(v[index], f"grams_b[{k!r}][{index}]") for k, v in grams_b.items()},
+        )
+    return accumulator.table()
+
+
+def cka(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    data: Iterable[Any],
+    *,
+    layers: LayerSpec = None,
+    max_batches: int | None = None,
+    device: str | torch.device | None = None,
+) -> pd.DataFrame:
+    """Minibatch linear CKA between layers of two models on the same data (Nguyen et al. 2021).
+
+    Each batch goes through both models; each layer's Gram matrix is reduced at once to unbiased
+    HSIC values added to running sums, so memory stays flat in the number of batches. Batches
+    under 4 samples are skipped with a warning. Both models run in eval mode under ``no_grad``;
+    their modes are restored and hooks removed.
+
+    Args:
+        model_a: the first model.
+        model_b: the second model (the same input layout).
+        data: iterable of batches ``(clip, label, ...)``; iterated once.
+        layers: ``None`` = each model's stem output and stages (``feature_info``); a list of
+            module names used for both models; or a pair ``(layers_a, layers_b)``.
+        max_batches: use at most this many batches.
+        device: where the float64 Grams are computed (default: where each layer output is).
+
+    Returns:
+        DataFrame ``layer_a, layer_b, cka``: one row per pair (full matrix, ``layers_a`` outer).
+        ``.attrs``: ``batches``, ``samples``, ``skipped_batches``.
+
+    Raises:
+        TypeError / ValueError: bad models, data, layer names or ``max_batches``; no batch of
+            at least 4 samples.
+    """
+    check_model(model_a, argument="model_a")
+    check_model(model_b, argument="model_b")
+    layers_a, layers_b = _layer_lists(model_a, model_b, layers)
+    gram_device = _torch_device(device)
+    accumulator = _MinibatchCKA(layers_a, layers_b)
+    with (
+        _evaluating(model_a, model_b),
+        _GramRecorder(model_a, layers_a, gram_device) as recorder_a,
+        _GramRecorder(model_b, layers_b, gram_device) as recorder_b,
+    ):
+        for x, _ in _iter_batches(data, max_batches=max_batches):
+            accumulator.update(recorder_a.run(x), recorder_b.run(x))
+    return accumulator.table()
