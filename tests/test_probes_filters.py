@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from small_models import small_kwargs
+from small_models import randomized, small_kwargs
 from torch import nn
 
 import stemlab
 from stemlab.probes import compose_2plus1d, filter_stats, first_layer_filters
+from stemlab.probes.filters import FILTER_ORDERS, order_filters, temporal_energy_fraction
 
 STAT_COLUMNS = [
     "filter", "l2_norm", "temporal_energy_fraction", "dominant_frequency", "nearest_filter",
@@ -37,24 +38,127 @@ def test_compose_rejects_mismatched_shapes() -> None:
         compose_2plus1d(torch.zeros(5, 3, 1, 3, 3), torch.zeros(4, 6, 3, 1, 1))
 
 
+def test_compose_with_scale_scales_the_middle_channels() -> None:
+    g = torch.Generator().manual_seed(1)
+    spatial, temporal = (
+        torch.randn(5, 3, 1, 3, 3, generator=g),
+        torch.randn(4, 5, 3, 1, 1, generator=g),
+    )
+    scale = torch.rand(5, generator=g) + 0.5
+    x = torch.randn(1, 3, 5, 8, 8, generator=g)
+    expected = F.conv3d(F.conv3d(x, spatial) * scale[None, :, None, None, None], temporal)
+    composed = compose_2plus1d(spatial, temporal, scale=scale)
+    torch.testing.assert_close(F.conv3d(x, composed), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"scale must be \(5,\)"):
+        compose_2plus1d(spatial, temporal, scale=torch.ones(4))
+
+
+def _r2plus1d_model() -> nn.Module:
+    model = stemlab.create_model("r2plus1d_18", num_classes=5, **small_kwargs("r2plus1d_18"))
+    return randomized(model, seed=3)  # BN running stats and affine parameters random
+
+
+def test_effective_kernel_folds_the_eval_mode_bn_scale() -> None:
+    model = _r2plus1d_model().train()
+    stem = model.stem
+    result = first_layer_filters(model)
+    assert model.training  # the mode is left alone; eval-mode statistics are used regardless
+    assert result.module == "stem.0" and result.effective_module == "stem.3"
+    assert "stem.1 (BatchNorm3d)" in result.note and "left out: stem.2 (ReLU)" in result.note
+    x = torch.randn(2, 3, 5, 16, 16, generator=torch.Generator().manual_seed(0))
+    effective = F.conv3d(x, result.effective, stride=(1, 2, 2), padding=(1, 3, 3))
+    stem.eval()
+    with torch.no_grad():
+        middle = stem[0](x)
+        bn_without_shift = stem[1](middle) - stem[1](torch.zeros_like(middle))
+        linear = stem[3](bn_without_shift)
+        affine = stem[3](stem[1](middle))  # the whole pair without the ReLU
+    torch.testing.assert_close(effective, linear, rtol=1e-5, atol=1e-5)
+    # Away from the temporal borders (zero padding there) the BN shift adds a constant.
+    interior = effective + result.effective_bias[None, :, None, None, None]
+    torch.testing.assert_close(interior[:, :, 1:-1], affine[:, :, 1:-1], rtol=1e-5, atol=1e-5)
+    # Without the BN scale the composition is different: the folding matters here.
+    unscaled = compose_2plus1d(stem[0].weight.detach(), stem[3].weight.detach())
+    assert (unscaled - result.effective).abs().max() > 1e-2
+
+
 def test_r2plus1d_stem_gives_conv_and_effective_kernels() -> None:
     model = stemlab.create_model("r2plus1d_18", num_classes=5, **small_kwargs("r2plus1d_18"))
     result = first_layer_filters(model)
-    assert result.module == "stem.0" and result.effective_module == "stem.3"
     assert result.weight.shape == (45, 3, 1, 7, 7)
     assert result.effective.shape == (64, 3, 3, 7, 7)
+    assert result.kernel is result.effective and result.kernel_name == "effective"
+    bn = model.stem[1]
+    scale = bn.weight / (bn.running_var + bn.eps).sqrt()  # fresh BN: 1 / sqrt(1 + eps)
     torch.testing.assert_close(
-        result.effective, compose_2plus1d(model.stem[0].weight, model.stem[3].weight).detach()
+        result.effective,
+        compose_2plus1d(model.stem[0].weight, model.stem[3].weight, scale=scale).detach(),
     )
     table = result.table
     assert table["kernel"].value_counts().to_dict() == {"conv": 45, "effective": 64}
-    assert list(table.columns) == ["kernel", "module", *STAT_COLUMNS]
-    assert "BN/ReLU between ignored" in table.loc[table["kernel"] == "effective", "module"].iloc[0]
-    # The spatial conv is (1, 7, 7): nothing varies over time.
+    assert list(table.columns) == ["kernel", "module", "rank", *STAT_COLUMNS]
+    assert table.loc[table["kernel"] == "effective", "module"].iloc[0] == "stem.3 o stem.0"
+    # The spatial conv is (1, 7, 7): nothing varies over time; the effective kernel does.
     assert (table.loc[table["kernel"] == "conv", "temporal_energy_fraction"] == 0).all()
+    effective_rows = table[table["kernel"] == "effective"]
+    assert (effective_rows["temporal_energy_fraction"] > 0).all()
+    assert result.temporal_energy == pytest.approx(
+        effective_rows["temporal_energy_fraction"].mean()
+    )
+    assert result.temporal_energy > 0
     # The weights are a copy: changing them leaves the model alone.
     result.weight.zero_()
     assert model.stem[0].weight.abs().sum() > 0
+
+
+def test_r2d_kernels_have_no_temporal_energy() -> None:
+    model = stemlab.create_model("r3d_18", stem="r2d", num_classes=5, **small_kwargs("r3d_18"))
+    result = first_layer_filters(model)
+    assert result.effective is None and result.note == "" and result.effective_bias is None
+    assert result.weight.shape[2:] == (1, 7, 7)
+    assert result.temporal_energy == 0.0
+    assert (temporal_energy_fraction(result.weight) == 0).all()
+
+
+def test_filters_are_ranked_by_the_stated_criterion() -> None:
+    model = _r2plus1d_model()
+    result = first_layer_filters(model)
+    assert result.order_by == "l2_norm"
+    effective_rows = result.table[result.table["kernel"] == "effective"].set_index("filter")
+    norms = result.effective.flatten(1).norm(dim=1)
+    assert list(result.order) == norms.argsort(descending=True, stable=True).tolist()
+    assert [int(effective_rows.loc[f, "rank"]) for f in result.order] == list(range(1, 65))
+    conv_rows = result.table[result.table["kernel"] == "conv"]
+    assert sorted(conv_rows["rank"]) == list(range(1, 46))
+    by_index = first_layer_filters(model, order_by="index")
+    assert by_index.order == tuple(range(64)) and by_index.order_by == "index"
+    by_time = first_layer_filters(model, order_by="temporal_energy_fraction")
+    energy = temporal_energy_fraction(by_time.effective)
+    assert list(by_time.order) == energy.argsort(descending=True, stable=True).tolist()
+    assert set(FILTER_ORDERS) == {"l2_norm", "temporal_energy_fraction", "index"}
+    with pytest.raises(ValueError, match=r"order_by='l2norm' is not allowed\. Did you mean 'l2_norm'"):
+        first_layer_filters(model, order_by="l2norm")
+    # 2-D kernels have no temporal energy: NaN sorts last, the channel order is kept.
+    flat = filter_stats(torch.randn(4, 3, 5, 5))
+    assert order_filters(flat, order_by="temporal_energy_fraction") == [0, 1, 2, 3]
+
+
+def test_other_layers_between_the_convs_are_named_as_left_out() -> None:
+    model = nn.Module()
+    model.stem = nn.Sequential(
+        nn.Conv3d(3, 6, (1, 3, 3), padding=(0, 1, 1), bias=False),
+        nn.GELU(),
+        nn.Conv3d(6, 4, (3, 1, 1), padding=(1, 0, 0), bias=False),
+    )
+    result = first_layer_filters(model)
+    assert (
+        result.note
+        == "effective kernel = stem.2 o stem.0: the linear part; left out: stem.1 (GELU), not linear"
+    )
+    torch.testing.assert_close(
+        result.effective, compose_2plus1d(model.stem[0].weight, model.stem[2].weight).detach()
+    )
+    torch.testing.assert_close(result.effective_bias, torch.zeros(4))
 
 
 @pytest.mark.parametrize(
@@ -75,6 +179,7 @@ def test_first_conv_of_other_stems(
     assert result.weight.shape == shape
     assert result.effective is None and result.effective_module is None
     assert (result.table["kernel"] == "conv").all() and len(result.table) == shape[0]
+    assert result.kernel is result.weight and len(result.order) == shape[0]
 
 
 def test_filter_stats_closed_form() -> None:
@@ -104,6 +209,7 @@ def test_filter_stats_2d_and_errors() -> None:
     weight = torch.randn(3, 1, 5, 5, generator=torch.Generator().manual_seed(0))
     table = filter_stats(weight)
     assert table["temporal_energy_fraction"].isna().all()
+    assert temporal_energy_fraction(weight).isnan().all()
     with pytest.raises(ValueError, match="weight must be"):
         filter_stats(torch.zeros(3, 3))
     with pytest.raises(ValueError, match="no Conv2d/Conv3d"):

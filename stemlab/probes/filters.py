@@ -10,11 +10,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stemlab._validation import check_choice
 from stemlab.probes._modules import check_model
 
-__all__ = ["FirstLayerFilters", "compose_2plus1d", "filter_stats", "first_layer_filters"]
+__all__ = [
+    "FILTER_ORDERS",
+    "FirstLayerFilters",
+    "compose_2plus1d",
+    "filter_stats",
+    "first_layer_filters",
+    "order_filters",
+    "temporal_energy_fraction",
+]
 
 _CONV_TYPES = (nn.Conv2d, nn.Conv3d)
+_NORM_TYPES = (nn.BatchNorm3d,)
+
+FILTER_ORDERS: tuple[str, ...] = ("l2_norm", "temporal_energy_fraction", "index")
+"""Criteria filters can be ordered by: descending L2 norm, descending temporal energy fraction,
+or the channel index."""
 
 
 @dataclass(frozen=True)
@@ -24,11 +38,19 @@ class FirstLayerFilters:
     Attributes:
         module: name of the first conv (``"stem.0"``).
         weight: its weights, a detached float32 CPU copy, ``(O, C, k, k)`` or ``(O, C, t, k, k)``.
-        effective: for (2+1)D stems, the composed ``(O, C, t, k, k)`` kernel of the spatial conv
-            followed by the temporal conv; ``None`` otherwise.
+        effective: for (2+1)D stems, the composed ``(O, C, t, k, k)`` kernel of the spatial conv,
+            the eval-mode scale of the BatchNorm between them and the temporal conv; ``None``
+            otherwise.
         effective_module: name of the temporal conv composed into ``effective``, or ``None``.
         table: per-filter statistics, see :func:`filter_stats`, for ``weight`` (kernel
-            ``"conv"``) then ``effective`` (kernel ``"effective"``).
+            ``"conv"``) then ``effective`` (kernel ``"effective"``), each with a ``rank`` (1 =
+            first by ``order_by``).
+        effective_bias: ``(O,)`` constant the BatchNorm shift adds to the composed output away
+            from the temporal borders (``effective`` + this = the affine part); ``None`` when
+            there is no composed kernel.
+        note: what the composed kernel leaves out (the ReLU between the convs), or ``""``.
+        order_by: the criterion of ``rank`` and ``order`` (one of :data:`FILTER_ORDERS`).
+        order: filter indices of :attr:`kernel` in rank order.
     """
 
     module: str
@@ -36,17 +58,41 @@ class FirstLayerFilters:
     effective: torch.Tensor | None
     effective_module: str | None
     table: pd.DataFrame
+    effective_bias: torch.Tensor | None = None
+    note: str = ""
+    order_by: str = "l2_norm"
+    order: tuple[int, ...] = ()
+
+    @property
+    def kernel(self) -> torch.Tensor:
+        """The kernel to show and summarise: ``effective`` when there is one, else ``weight``."""
+        return self.effective if self.effective is not None else self.weight
+
+    @property
+    def kernel_name(self) -> str:
+        """``"effective"`` or ``"conv"``: the ``kernel`` value of :attr:`kernel`'s table rows."""
+        return "effective" if self.effective is not None else "conv"
+
+    @property
+    def temporal_energy(self) -> float:
+        """Mean temporal energy fraction over the filters of :attr:`kernel` (NaN for 2-D)."""
+        return float(temporal_energy_fraction(self.kernel).mean())
 
 
-def compose_2plus1d(spatial: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:
+def compose_2plus1d(
+    spatial: torch.Tensor, temporal: torch.Tensor, *, scale: torch.Tensor | None = None
+) -> torch.Tensor:
     """Compose a ``(1, k, k)`` spatial conv and a ``(t, 1, 1)`` temporal conv into one kernel.
 
-    ``out[o] = sum_m temporal[o, m, :] (outer) spatial[m]``: the linear part of the pair only,
-    i.e. as if nothing (BatchNorm, ReLU) ran between them.
+    ``out[o] = sum_m temporal[o, m, :] (outer) scale[m] * spatial[m]``: the linear part of the
+    pair with a per-channel ``scale`` between them (the eval-mode BatchNorm scale
+    ``gamma / sqrt(running_var + eps)``; 1 by default). Anything nonlinear between the convs
+    (a ReLU) is not part of it.
 
     Args:
         spatial: ``(M, C, 1, k, k)`` weights of the first conv.
         temporal: ``(O, M, t, 1, 1)`` weights of the second conv.
+        scale: ``(M,)`` factor of each intermediate channel, or None.
 
     Returns:
         ``(O, C, t, k, k)``.
@@ -60,7 +106,12 @@ def compose_2plus1d(spatial: torch.Tensor, temporal: torch.Tensor) -> torch.Tens
         raise ValueError(
             f"temporal must be (O, {spatial.shape[0]}, t, 1, 1), got {tuple(temporal.shape)}"
         )
-    return torch.einsum("omt,mcyx->octyx", temporal[:, :, :, 0, 0], spatial[:, :, 0])
+    middle = spatial[:, :, 0]
+    if scale is not None:
+        if scale.shape != (spatial.shape[0],):
+            raise ValueError(f"scale must be ({spatial.shape[0]},), got {tuple(scale.shape)}")
+        middle = middle * scale.to(middle.dtype)[:, None, None, None]
+    return torch.einsum("omt,mcyx->octyx", temporal[:, :, :, 0, 0], middle)
 
 
 def _dominant_frequency(filters: torch.Tensor) -> torch.Tensor:
@@ -75,6 +126,59 @@ def _dominant_frequency(filters: torch.Tensor) -> torch.Tensor:
     return radius.flatten()[power.flatten(1).argmax(dim=1)]
 
 
+def temporal_energy_fraction(weight: torch.Tensor) -> torch.Tensor:
+    """Share of each filter's energy that varies over time.
+
+    ``||w - mean_t(w)||^2 / ||w||^2`` per filter of a ``(O, C, t, kh, kw)`` kernel: 0 for a
+    kernel constant in time (every ``t = 1`` kernel, e.g. r2d's ``(1, 7, 7)``), 1 for one whose
+    time slices sum to zero. NaN for 2-D kernels and all-zero filters.
+
+    Args:
+        weight: conv weights ``(O, C, [t,] kh, kw)``.
+
+    Returns:
+        ``(O,)`` float32 tensor.
+
+    Raises:
+        ValueError: if ``weight`` is not 4-D or 5-D.
+    """
+    _check_weight(weight)
+    w = weight.detach().float().cpu()
+    if w.ndim == 4:
+        return torch.full((w.shape[0],), math.nan)
+    energy = w.flatten(1).square().sum(dim=1)
+    varying = (w - w.mean(dim=2, keepdim=True)).flatten(1).square().sum(dim=1)
+    return torch.where(energy > 0, varying / energy.clamp_min(1e-30), math.nan)
+
+
+def _check_weight(weight: object) -> None:
+    if not isinstance(weight, torch.Tensor) or weight.ndim not in (4, 5):
+        raise ValueError(
+            f"weight must be (O, C, [t,] kh, kw), got {getattr(weight, 'shape', weight)}"
+        )
+
+
+def order_filters(table: pd.DataFrame, *, order_by: str = "l2_norm") -> list[int]:
+    """Filter indices of one kernel's :func:`filter_stats` table, best first.
+
+    Args:
+        table: rows of one kernel, with ``filter`` and the criterion column.
+        order_by: ``"l2_norm"`` or ``"temporal_energy_fraction"`` (descending; NaN last) or
+            ``"index"`` (ascending channel). Ties keep the channel order.
+
+    Returns:
+        The ``filter`` values in rank order.
+
+    Raises:
+        ValueError: if ``order_by`` is not one of :data:`FILTER_ORDERS`.
+    """
+    check_choice("order_by", order_by, FILTER_ORDERS)
+    if order_by == "index":
+        return sorted(int(f) for f in table["filter"])
+    ranked = table.sort_values(order_by, ascending=False, kind="stable", na_position="last")
+    return [int(f) for f in ranked["filter"]]
+
+
 def filter_stats(weight: torch.Tensor, *, duplicate_threshold: float = 0.95) -> pd.DataFrame:
     """Statistics of each filter of a conv weight ``(O, C, [t,] kh, kw)``.
 
@@ -83,28 +187,20 @@ def filter_stats(weight: torch.Tensor, *, duplicate_threshold: float = 0.95) -> 
         duplicate_threshold: cosine similarity from which two filters count as near-duplicates.
 
     Returns:
-        DataFrame, one row per filter: filter, l2_norm, temporal_energy_fraction (the energy of
-        the kernel minus its mean over time, divided by its energy: 0 for a kernel constant in
-        time, NaN for 2-D kernels), dominant_frequency (cycles per pixel of the strongest bin of
+        DataFrame, one row per filter: filter, l2_norm, temporal_energy_fraction (see
+        :func:`temporal_energy_fraction`), dominant_frequency (cycles per pixel of the strongest bin of
         the spatial power spectrum, 0 = DC), nearest_filter and max_cosine (the most similar
         other filter), near_duplicate (``max_cosine >= duplicate_threshold``).
 
     Raises:
         ValueError: if ``weight`` is not 4-D or 5-D.
     """
-    if not isinstance(weight, torch.Tensor) or weight.ndim not in (4, 5):
-        raise ValueError(
-            f"weight must be (O, C, [t,] kh, kw), got {getattr(weight, 'shape', weight)}"
-        )
+    _check_weight(weight)
     w = weight.detach().float().cpu()
     count = w.shape[0]
     flat = w.flatten(1)
     energy = flat.square().sum(dim=1)
-    if w.ndim == 5:
-        varying = (w - w.mean(dim=2, keepdim=True)).flatten(1).square().sum(dim=1)
-        temporal = torch.where(energy > 0, varying / energy.clamp_min(1e-30), math.nan)
-    else:
-        temporal = torch.full((count,), math.nan)
+    temporal = temporal_energy_fraction(w)
     if count > 1:
         unit = F.normalize(flat, dim=1)
         cosine = unit @ unit.T
@@ -125,73 +221,139 @@ def filter_stats(weight: torch.Tensor, *, duplicate_threshold: float = 0.95) -> 
     )
 
 
-def _stem_convs(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def _stem_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     stem = getattr(model, "stem", None)
     root, prefix = (stem, "stem.") if isinstance(stem, nn.Module) else (model, "")
-    convs = [(prefix + n, m) for n, m in root.named_modules() if isinstance(m, _CONV_TYPES)]
-    if not convs:
+    modules = [(prefix + n, m) for n, m in root.named_modules() if n]
+    if not any(isinstance(m, _CONV_TYPES) for _, m in modules):
         where = "model.stem" if prefix else "the model"
         raise ValueError(f"no Conv2d/Conv3d module found in {where}")
-    return convs
+    return modules
 
 
-def _temporal_partner(first: nn.Module, convs: list[tuple[str, nn.Module]]) -> str | None:
+def _temporal_partner(
+    modules: list[tuple[str, nn.Module]],
+) -> tuple[int, int | None]:
+    # Index of the first conv and, for a (2+1)D pair, of the temporal conv that follows it.
+    convs = [i for i, (_, m) in enumerate(modules) if isinstance(m, _CONV_TYPES)]
+    first_index = convs[0]
     if len(convs) < 2:
-        return None
-    name, second = convs[1]
+        return first_index, None
+    first, second = modules[first_index][1], modules[convs[1]][1]
     chained = (
         isinstance(first, nn.Conv3d)
         and isinstance(second, nn.Conv3d)
         and first.kernel_size[0] == 1
         and second.kernel_size[0] > 1
         and second.kernel_size[1:] == (1, 1)
+        and second.stride == (1, 1, 1)
         and first.groups == second.groups == 1
         and second.in_channels == first.out_channels
     )
-    return name if chained else None
+    return first_index, convs[1] if chained else None
+
+
+def _fold_between(
+    between: list[tuple[str, nn.Module]], channels: int
+) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
+    # Per-channel eval-mode scale and shift of the BatchNorms between the convs, what was folded
+    # and what was left out.
+    scale, shift = torch.ones(channels), torch.zeros(channels)
+    folded, left_out = [], []
+    for name, module in between:
+        if module.__class__ in (nn.Sequential, nn.ModuleList) or isinstance(module, nn.Identity):
+            continue
+        usable = (
+            isinstance(module, _NORM_TYPES)
+            and module.running_var is not None
+            and module.num_features == channels
+        )
+        if not usable:
+            left_out.append(f"{name} ({type(module).__name__})")
+            continue
+        with torch.no_grad():
+            factor = (module.running_var.float().cpu() + module.eps).rsqrt()
+            if module.weight is not None:
+                factor = factor * module.weight.float().cpu()
+            offset = -module.running_mean.float().cpu() * factor
+            if module.bias is not None:
+                offset = offset + module.bias.float().cpu()
+        scale, shift = scale * factor, shift * factor + offset
+        folded.append(f"{name} ({type(module).__name__})")
+    return scale, shift, folded, left_out
 
 
 def first_layer_filters(
-    model: nn.Module, *, duplicate_threshold: float = 0.95
+    model: nn.Module, *, order_by: str = "l2_norm", duplicate_threshold: float = 0.95
 ) -> FirstLayerFilters:
     """The weights of the stem's first conv (the first conv in ``model.stem.modules()`` order).
 
     For (2+1)D stems, whose first conv is ``(1, k, k)`` and whose next conv is ``(t, 1, 1)`` on
-    its output, the composed ``t x k x k`` kernel is returned too. It is the linear composition
-    only: the BatchNorm and ReLU between the two convs are ignored.
+    its output, the effective ``t x k x k`` kernel is returned too: spatial conv, then the
+    eval-mode scale ``gamma / sqrt(running_var + eps)`` of the BatchNorm between them (whatever
+    mode the model is in), then the temporal conv. This is the linear part of the pair: the
+    ReLU between the convs is left out (``note`` says so) and the BatchNorm shift goes to
+    ``effective_bias``.
 
     Args:
         model: a model with a ``.stem`` (any model: its first conv is used otherwise).
+        order_by: how filters are ranked, one of :data:`FILTER_ORDERS` (default: descending L2
+            norm of each kernel).
         duplicate_threshold: cosine similarity from which filters count as near-duplicates.
 
     Returns:
         A :class:`FirstLayerFilters` with the weights and the per-filter table (columns kernel,
-        module, then those of :func:`filter_stats`).
+        module, rank, then those of :func:`filter_stats`).
 
     Raises:
         TypeError: if ``model`` is not a module.
-        ValueError: if there is no convolution.
+        ValueError: if there is no convolution or ``order_by`` is unknown.
     """
     check_model(model)
-    convs = _stem_convs(model)
-    name, first = convs[0]
+    check_choice("order_by", order_by, FILTER_ORDERS)
+    modules = _stem_modules(model)
+    first_index, partner_index = _temporal_partner(modules)
+    name, first = modules[first_index]
     weight = first.weight.detach().float().cpu().clone()
-    partner = _temporal_partner(first, convs)
-    effective = None
-    tables = [filter_stats(weight, duplicate_threshold=duplicate_threshold)]
-    tables[0].insert(0, "module", name)
-    tables[0].insert(0, "kernel", "conv")
-    if partner is not None:
-        temporal = dict(convs)[partner].weight.detach().float().cpu()
-        effective = compose_2plus1d(weight, temporal)
-        composed = filter_stats(effective, duplicate_threshold=duplicate_threshold)
-        composed.insert(0, "module", f"{partner} o {name} (linear; BN/ReLU between ignored)")
-        composed.insert(0, "kernel", "effective")
-        tables.append(composed)
+    effective = effective_bias = partner = None
+    note = ""
+    kernels = [("conv", name, weight)]
+    if partner_index is not None:
+        partner, second = modules[partner_index]
+        between = modules[first_index + 1 : partner_index]
+        scale, shift, folded, left_out = _fold_between(between, weight.shape[0])
+        temporal = second.weight.detach().float().cpu()
+        effective = compose_2plus1d(weight, temporal, scale=scale)
+        if first.bias is not None:
+            shift = shift + scale * first.bias.detach().float().cpu()
+        effective_bias = temporal.sum(dim=(2, 3, 4)) @ shift
+        if second.bias is not None:
+            effective_bias = effective_bias + second.bias.detach().float().cpu()
+        note = (
+            f"effective kernel = {partner} o "
+            + "".join(f"scale of {f}, eval mode, o " for f in folded)
+            + f"{name}: the linear part"
+            + (f"; left out: {', '.join(left_out)}, not linear" if left_out else "")
+            + ("; the BatchNorm shift is in effective_bias" if folded else "")
+        )
+        kernels.append(("effective", f"{partner} o {name}", effective))
+    tables, order = [], ()
+    for kind, label, kernel in kernels:
+        table = filter_stats(kernel, duplicate_threshold=duplicate_threshold)
+        ranked = order_filters(table, order_by=order_by)
+        table.insert(0, "rank", table["filter"].map({f: r + 1 for r, f in enumerate(ranked)}))
+        table.insert(0, "module", label)
+        table.insert(0, "kernel", kind)
+        tables.append(table)
+        order = tuple(ranked)
     return FirstLayerFilters(
         module=name,
         weight=weight,
         effective=effective,
         effective_module=partner,
         table=pd.concat(tables, ignore_index=True),
+        effective_bias=effective_bias,
+        note=note,
+        order_by=order_by,
+        order=order,
     )
