@@ -12,6 +12,8 @@ from stemlab._validation import check_int_tuple, check_positive_float, check_pos
 
 __all__ = ["Backbone", "stage_widths"]
 
+_INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
 
 class Backbone(nn.Module):
     """Base class of stemlab's backbones.
@@ -37,10 +39,20 @@ class Backbone(nn.Module):
 
         Raises:
             TypeError: if ``x`` is not a tensor.
-            ValueError: wrong rank or channel count; the message names the expected layout.
+            ValueError: wrong rank, channel count, dtype (float32, float16 or bfloat16), or an
+                empty batch; the message names what is expected.
         """
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+        if x.dtype not in _INPUT_DTYPES:
+            # a model converted with .double() takes the dtype of its own parameters
+            own = next((p.dtype for p in self.parameters() if p.is_floating_point()), None)
+            if x.dtype != own:
+                raise ValueError(
+                    f"{type(self).__name__} takes float32, float16 or bfloat16 input, got dtype "
+                    f"{str(x.dtype).removeprefix('torch.')}"
+                    + ("; scale uint8 pixels to floats first" if x.dtype == torch.uint8 else "")
+                )
         layout = "(N, C, T, H, W) video clip" if self.input_rank == 5 else "(N, C, H, W) image"
         if x.dim() != self.input_rank:
             hint = ""
@@ -49,6 +61,11 @@ class Backbone(nn.Module):
             raise ValueError(
                 f"{type(self).__name__} expects a {self.input_rank}-D {layout} with "
                 f"C={self.in_channels}, got shape {tuple(x.shape)}{hint}"
+            )
+        if x.shape[0] == 0:
+            raise ValueError(
+                f"{type(self).__name__} got an empty batch (N=0), shape {tuple(x.shape)}; "
+                "pass at least one sample"
             )
         if x.shape[1] != self.in_channels:
             hint = ""

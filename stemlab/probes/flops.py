@@ -192,6 +192,37 @@ def _format_unsupported(ops: Counter[str]) -> str:
     return ", ".join(f"{op} x{count}" for op, count in sorted(ops.items()))
 
 
+_HOOK_DICTS = (
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_backward_pre_hooks",
+    "_backward_hooks",
+)
+
+
+def _hook_ids(model: nn.Module) -> dict[nn.Module, set[int]]:
+    """The hook ids each module holds now."""
+    return {
+        module: {key for attr in _HOOK_DICTS for key in getattr(module, attr, {})}
+        for module in model.modules()
+    }
+
+
+def _remove_new_hooks(model: nn.Module, before: dict[nn.Module, set[int]]) -> None:
+    """Remove every hook added since ``before`` (fvcore leaves its tracing hooks when the
+    traced forward raises)."""
+    for module in model.modules():
+        kept = before.get(module, set())
+        for attr in _HOOK_DICTS:
+            hooks = getattr(module, attr, None)
+            if hooks:
+                for key in [k for k in hooks if k not in kept]:
+                    del hooks[key]
+
+
 def flops_table(
     model: nn.Module,
     x: torch.Tensor | tuple[torch.Tensor, ...],
@@ -219,6 +250,8 @@ def flops_table(
 
     Raises:
         TypeError: if ``model`` is not a module or ``x`` is not a tensor or tuple of tensors.
+        Exception: whatever the model's forward raises; every hook the trace added is removed
+            first, and the model's mode is restored.
     """
     check_model(model)
     inputs = (x,) if isinstance(x, torch.Tensor) else x
@@ -235,6 +268,7 @@ def flops_table(
         .uncalled_modules_warnings(False)
     )
     was_training = model.training
+    hooks_before = _hook_ids(model)
     try:
         model.eval()
         with torch.no_grad(), warnings.catch_warnings():
@@ -242,6 +276,7 @@ def flops_table(
             by_module = analysis.by_module_and_operator()
     finally:
         model.train(was_training)
+        _remove_new_hooks(model, hooks_before)
 
     families = list(FLOP_FAMILIES)
     for counts in by_module.values():

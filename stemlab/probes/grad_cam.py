@@ -14,8 +14,9 @@ of recurrent backbones that fold time into the batch, ``(N*T, C, h, w)``, are un
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
-from typing import Literal
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +61,91 @@ def _check_target(target: int | Sequence[int] | torch.Tensor, batch: int) -> int
     if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
         raise ValueError(f"target must hold class indices >= 0, got {target!r}")
     return values[0] if isinstance(target, int) else values
+
+
+def _map_extent(output: Any, x: torch.Tensor) -> tuple[int, ...] | None:
+    """Positions of a layer's map per sample and channel, ``(T, H, W)`` or ``(H, W)``, or
+    ``None`` if the output is no feature map for input ``x`` (time-folded maps are unfolded)."""
+    if not isinstance(output, torch.Tensor) or output.ndim not in ((4, 5) if x.ndim == 5 else (4,)):
+        return None
+    if x.ndim == 5 and output.ndim == 4:  # (N*T, C, h, w) of a time-folded backbone
+        return (max(output.shape[0] // max(x.shape[0], 1), 1), *output.shape[-2:])
+    return tuple(output.shape[2:])
+
+
+@contextlib.contextmanager
+def _checked_forward(
+    model: nn.Module, module: nn.Module, x: torch.Tensor, target: int | list[int]
+) -> Iterator[None]:
+    """Hooks that refuse, during the forward, a target beyond the model's classes and a layer
+    whose output is no feature map with spatial extent (before captum fails on either)."""
+    names = {m: n for n, m in model.named_modules()}
+    info = getattr(model, "feature_info", None)
+    watched = [e["module"] for e in info] if info else [n for n, _ in model.named_children()]
+    stem = getattr(model, "stem", None)
+    if isinstance(stem, nn.Module) and names.get(stem) not in watched:
+        watched.insert(0, names.get(stem, "stem"))
+    sizes: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str) -> Any:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            size = _map_extent(output, x)
+            if size is not None:
+                sizes.setdefault(name, size)
+
+        return hook
+
+    def check_layer(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        name = names.get(module, type(module).__name__)
+        size = _map_extent(output, x)
+        if size is not None and math.prod(size) > 1:
+            return
+        usable = [f"{n} ({'x'.join(map(str, s))})" for n, s in sizes.items() if math.prod(s) > 1]
+        choose = (
+            f"choose a layer with spatial extent: {', '.join(usable)}"
+            if usable
+            else f"no stage has spatial extent at input {tuple(x.shape)}; use a larger input"
+        )
+        if size is None:
+            what = (
+                f"returns a {type(output).__name__}, not a tensor"
+                if not isinstance(output, torch.Tensor)
+                else f"returns shape {tuple(output.shape)}, which cannot be mapped onto input "
+                f"{tuple(x.shape)}"
+            )
+            raise ValueError(
+                f"layer {name!r} ({type(module).__name__}) {what}: it is no feature map, so it "
+                f"has no Grad-CAM; {choose}"
+            )
+        raise ValueError(
+            f"layer {name!r} has a map of size 1 (output {tuple(output.shape)}), so its Grad-CAM "
+            f"would be all zeros (one position normalises to zero); {choose}"
+        )
+
+    def check_target(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        if not isinstance(output, torch.Tensor) or output.ndim != 2:
+            return
+        classes = output.shape[1]
+        wanted = [target] if isinstance(target, int) else target
+        bad = [t for t in wanted if t >= classes]
+        if bad:
+            raise ValueError(
+                f"target {bad[0] if isinstance(target, int) else target} is out of range: the "
+                f"model has {classes} classes, so targets must be in [0, {classes - 1}]"
+            )
+
+    handles = []
+    try:
+        modules = dict(model.named_modules())
+        for name in watched:
+            if name in modules and modules[name] is not module:
+                handles.append(modules[name].register_forward_hook(record(name)))
+        handles.append(module.register_forward_hook(check_layer))
+        handles.append(model.register_forward_hook(check_target))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _unfold_time(t: torch.Tensor, batch: int) -> torch.Tensor:
@@ -114,8 +200,10 @@ def grad_cam(
 
     Raises:
         TypeError: if an argument has the wrong type.
-        ValueError: for an unknown layer (the message lists candidate layers), a bad mode or
-            target, or a layer without a usable 4-D/5-D output.
+        ValueError: for an unknown layer (the message lists candidate layers), a bad mode, a
+            target beyond the model's classes, an empty batch, or a layer whose output is not a
+            feature map with spatial extent (an LSTM, a layer after global pooling): the message
+            names the layers that have one.
     """
     check_model(model)
     if not isinstance(x, torch.Tensor) or x.ndim not in (4, 5):
@@ -124,6 +212,10 @@ def grad_cam(
     check_choice("mode", mode, GRAD_CAM_MODES)
     if mode == "temporal" and x.ndim == 4:
         raise ValueError("mode='temporal' needs video input (N, C, T, H, W); use mode='standard'")
+    if x.shape[0] == 0:
+        raise ValueError(
+            f"x is an empty batch (N=0), shape {tuple(x.shape)}; pass at least one sample"
+        )
     module = _resolve_layer(model, layer)
     target = _check_target(target, x.shape[0])
     device = model_device(model)
@@ -136,7 +228,7 @@ def grad_cam(
     was_training = model.training
     try:
         model.eval()
-        with _rnn_safe(model, device):
+        with _rnn_safe(model, device), _checked_forward(model, module, x, target):
             if mode == "standard" and not folded:
                 cam = LayerGradCam(model, module).attribute(
                     x, target=target, relu_attributions=True
