@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,6 +23,7 @@ from stemlab.train import (
     build_loss,
     evaluate,
     fit,
+    preserved_model_state,
 )
 
 
@@ -82,11 +86,50 @@ def quiet(**kwargs: object) -> TrainConfig:
         ({"channels_last": 1}, ValueError, "channels_last"),
         ({"resume": True}, ValueError, "checkpoint_dir"),
         ({"freeze_backbone": "no"}, TypeError, "freeze_backbone"),
+        ({"lr": math.inf}, ValueError, r"lr=inf is not allowed: lr must be a finite number > 0"),
+        ({"lr": math.nan}, ValueError, r"lr=nan is not allowed"),
+        ({"lr": 0}, ValueError, r"lr=0 is not allowed"),
+        ({"weight_decay": math.nan}, ValueError, r"weight_decay=nan .* finite number >= 0"),
+        ({"weight_decay": -0.1}, ValueError, r"weight_decay=-0.1 "),
+        ({"momentum": math.nan}, ValueError, r"momentum=nan .* 0 <= momentum < 1"),
+        ({"warmup_epochs": math.inf}, ValueError, r"warmup_epochs=inf .* <= 10 \(epochs=10\)"),
+        ({"min_lr": 1.5}, ValueError, r"min_lr=1.5 .* 0 <= min_lr <= 1"),
+        ({"focal_gamma": math.inf}, ValueError, r"focal_gamma=inf .* >= 0"),
+        ({"focal_alpha": 0.0, "loss": "focal"}, ValueError, r"focal_alpha=0.0 .* > 0"),
+        ({"head_lr_multiplier": math.nan}, ValueError, r"head_lr_multiplier=nan .* > 0"),
+        ({"grad_clip": math.inf}, ValueError, r"grad_clip=inf .*use None for no clipping"),
+        ({"epochs": 0}, ValueError, r"epochs=0 is not allowed: epochs must be an int >= 1"),
+        ({"epochs": True}, TypeError, r"epochs must be an int"),
+        ({"batch_size": 0}, ValueError, r"batch_size=0 .* >= 1"),
+        ({"seed": -1}, ValueError, r"seed=-1 .* >= 0"),
+        ({"num_workers": -2}, ValueError, r"num_workers=-2 .* >= 0"),
+        ({"lr": "0.1"}, TypeError, r"lr must be a number, got str"),
+        ({"device": "cuda:x"}, ValueError, r"device='cuda:x' is not allowed"),
+        ({"freeze": "stem"}, ValueError, r"freeze='stem' .* such as \['stem'\]"),
+        ({"freeze": []}, TypeError, r"freeze must be"),
+        ({"freeze": ["stem", ""]}, TypeError, r"freeze must be"),
+        ({"freeze": ["stem", "stem"]}, ValueError, r"names 'stem' twice"),
+        ({"freeze": 3}, TypeError, r"freeze must be .* got int 3"),
+        ({"freeze": ["stem"], "freeze_backbone": True}, ValueError, r"contradicts freeze"),
     ],
 )
 def test_config_validation(kwargs: dict, error: type[Exception], match: str) -> None:
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match=match), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         TrainConfig(**kwargs)
+
+
+def test_config_freeze_forms_and_the_deprecated_flag() -> None:
+    assert TrainConfig().freeze == "none"
+    config = TrainConfig(freeze=["stem", "layer1"])
+    assert config.freeze == ("stem", "layer1")
+    assert config.to_dict()["freeze"] == ["stem", "layer1"]
+    with pytest.warns(DeprecationWarning, match="use freeze='backbone'"):
+        old = TrainConfig(freeze_backbone=True)
+    assert old.freeze == "backbone" and old.freeze_backbone is None
+    with pytest.warns(DeprecationWarning, match="use freeze='none'"):
+        assert TrainConfig(freeze_backbone=False).freeze == "none"
+    assert dataclasses.replace(old, freeze="none").freeze == "none", "the flag is not sticky"
 
 
 def test_warmup_cosine_factors() -> None:
@@ -168,13 +211,139 @@ def test_head_lr_multiplier_scales_the_head_step() -> None:
 def test_freeze_backbone_trains_only_the_head() -> None:
     model = TinyNet()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = fit(model, Blobs(32), config=quiet(epochs=2, freeze_backbone=True))
+    result = fit(model, Blobs(32), config=quiet(epochs=2, freeze="backbone"))
     assert result.status == "completed"
     after = model.state_dict()
     for key in before:
         changed = not torch.equal(before[key], after[key])
         assert changed == key.startswith("fc."), key  # BN running stats stay fixed too
     assert all(p.requires_grad for p in model.parameters()), "requires_grad is restored"
+
+
+class Staged(nn.Module):
+    """A stem, one stage (each with batch norm) and a head."""
+
+    def __init__(self, head_name: str = "fc") -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU())
+        self.layer1 = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.ReLU())
+        self.head_name = head_name
+        self.add_module(head_name, nn.Linear(8, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self, self.head_name)(self.layer1(self.stem(x)))
+
+
+def changed_keys(before: dict[str, torch.Tensor], model: nn.Module) -> set[str]:
+    after = model.state_dict()
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def test_freeze_named_modules_keeps_them_fixed() -> None:
+    model = Staged()
+    model.layer1.eval()  # a caller's mixed modes come back as they were
+    modes = [m.training for m in model.modules()]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = fit(model, Blobs(32), config=quiet(epochs=2, freeze=["stem"]))
+    assert result.status == "completed", result.traceback
+    changed = changed_keys(before, model)
+    assert not any(k.startswith("stem.") for k in changed), "weights and BN statistics fixed"
+    trained = {k for k in before if k.startswith(("layer1.", "fc.")) and "num_batches" not in k}
+    assert trained <= changed, trained - changed
+    assert [m.training for m in model.modules()] == modes
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_freeze_unknown_module_suggests_close_names() -> None:
+    model = Staged()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"unknown module 'layr1'\. Did you mean 'layer1'") as err:
+        fit(model, Blobs(32), config=quiet(freeze=["stem", "layr1"]))
+    assert "Stages and top-level modules: stem, layer1, fc" in str(err.value)
+    assert not changed_keys(before, model)
+    with pytest.raises(ValueError, match="leaves no parameter to train"):
+        fit(model, Blobs(32), config=quiet(freeze=["stem", "layer1", "fc"]))
+
+
+def test_head_comes_from_the_declared_layout() -> None:
+    """With ``model.layout`` the head is the module it names, even when another is called fc."""
+    model = Staged(head_name="classifier")
+    model.fc = nn.Linear(8, 8)  # a decoy: part of the backbone, never called
+    model.layout = SimpleNamespace(stem="stem", head="classifier", stages=("stem", "layer1"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = fit(model, Blobs(32), config=quiet(epochs=2, freeze="backbone"))
+    assert result.status == "completed", result.traceback
+    assert changed_keys(before, model) == {"classifier.weight", "classifier.bias"}
+
+    model.layout = SimpleNamespace(stem="stem", head="head", stages=())
+    with pytest.raises(ValueError, match="declares the head 'head', but the model has no module"):
+        fit(model, Blobs(32), config=quiet(freeze="backbone"))
+    plain = nn.Sequential(nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"head_lr_multiplier=10\.0 needs a model whose head"):
+        fit(plain, Blobs(32), config=quiet(head_lr_multiplier=10.0))
+    with pytest.raises(ValueError, match="freeze='backbone' needs a model whose head is known"):
+        fit(plain, Blobs(32), config=quiet(freeze="backbone"))
+
+
+def test_head_lr_multiplier_on_a_nested_layout_head() -> None:
+    """The head group gets lr * multiplier: one SGD step equals the hand-computed update."""
+    model = Staged(head_name="fc")
+    model.layout = SimpleNamespace(stem="stem", head="layer1.0", stages=())
+    data = Blobs(16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    reference = Staged(head_name="fc")
+    reference.load_state_dict(before)
+    reference.train()
+    F.cross_entropy(reference(data.x), data.y).backward()
+    config = quiet(
+        epochs=1,
+        batch_size=16,
+        optimizer="sgd",
+        momentum=0.0,
+        weight_decay=0.0,
+        lr=0.1,
+        warmup_epochs=0,
+        schedule="constant",
+        head_lr_multiplier=10.0,
+    )
+    assert fit(model, data, config=config).status == "completed"
+    for name, param in reference.named_parameters():
+        lr = 1.0 if name.startswith("layer1.0.") else 0.1
+        torch.testing.assert_close(before[name] - model.state_dict()[name], lr * param.grad)
+
+
+def test_frozen_backbone_of_a_registered_model_uses_its_layout_head() -> None:
+    from stemlab.models import create_model
+
+    model = create_model(
+        "c3d", num_classes=3, widths=(4, 8, 8, 8), fc_width=8, input_size=(4, 16, 16)
+    )
+    head = model.layout.head
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = SyntheticMotion(4, size=16, clip_len=4, num_classes=3)
+    result = fit(model, data, config=quiet(epochs=1, batch_size=2, freeze="backbone"))
+    assert result.status == "completed", result.traceback
+    assert changed_keys(before, model) == {f"{head}.weight", f"{head}.bias"}
+
+
+def test_evaluate_and_fit_restore_the_models_state() -> None:
+    model = TinyNet()
+    model.body.eval()
+    model.body[0].weight.requires_grad_(False)
+    modes = [m.training for m in model.modules()]
+    flags = [p.requires_grad for p in model.parameters()]
+    evaluate(model, Blobs(8), device="cpu")
+    assert [m.training for m in model.modules()] == modes
+    fit(model, Blobs(16), config=quiet(epochs=1))
+    assert [m.training for m in model.modules()] == modes
+    assert [p.requires_grad for p in model.parameters()] == flags
+    with pytest.raises(RuntimeError), preserved_model_state(model):
+        model.train()
+        model.fc.weight.requires_grad_(False)
+        raise RuntimeError("inside")
+    assert [m.training for m in model.modules()] == modes
+    assert [p.requires_grad for p in model.parameters()] == flags
 
 
 def test_nan_loss_stops_cleanly() -> None:

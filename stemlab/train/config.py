@@ -4,23 +4,101 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from stemlab._validation import check_choice, check_positive_float, check_positive_int
+from stemlab._validation import check_choice
+from stemlab.errors import StemlabTypeError
 
-__all__ = ["TrainConfig"]
+__all__ = ["FREEZE_MODES", "TrainConfig"]
 
 # Fields that change how a run is executed or shown but not the numbers it produces; a
 # checkpoint can be resumed under a config that differs only in these.
 EXECUTION_FIELDS = frozenset({"device", "num_workers", "checkpoint_dir", "resume", "progress"})
+FREEZE_MODES = ("none", "backbone")
+"""String values of ``TrainConfig.freeze``; a list of module names is the third form."""
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 def _check_auto_flag(argument: str, value: Any) -> str | bool:
     if value == "auto" or isinstance(value, bool):
         return value
     raise ValueError(f"{argument} must be 'auto', True or False, got {value!r}")
+
+
+def _check_int(argument: str, value: Any, *, minimum: int) -> int:
+    """``value`` if it is an int >= ``minimum`` (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StemlabTypeError(f"{argument} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(
+            f"{argument}={value!r} is not allowed: {argument} must be an int >= {minimum}"
+        )
+    return value
+
+
+def _check_real(
+    argument: str,
+    value: Any,
+    *,
+    low: float,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = True,
+    hint: str = "",
+) -> float:
+    """``value`` as a float if it is finite and inside the interval, else TypeError/ValueError.
+
+    The interval is ``low <= value <= high``, with ``<`` on a side marked open; ``high=inf``
+    means no upper bound (infinity itself is always refused, and so is NaN).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise StemlabTypeError(f"{argument} must be a number, got {type(value).__name__} {value!r}")
+    number = float(value)
+    above = number > low if low_open else number >= low
+    below = number < high if high_open else number <= high
+    if not (math.isfinite(number) and above and below):
+        if math.isfinite(high):
+            rule = (
+                f"with {low:g} {'<' if low_open else '<='} {argument} "
+                f"{'<' if high_open else '<='} {high:g}"
+            )
+        else:
+            rule = f"{'>' if low_open else '>='} {low:g}"
+        raise ValueError(
+            f"{argument}={value!r} is not allowed: {argument} must be a finite number {rule}{hint}"
+        )
+    return number
+
+
+def _check_freeze(value: Any) -> str | tuple[str, ...]:
+    """``"none"``, ``"backbone"``, or a non-empty tuple of distinct module names."""
+    if isinstance(value, str):
+        if value in FREEZE_MODES:
+            return value
+        raise ValueError(
+            f"freeze={value!r} is not allowed: use 'none', 'backbone' (everything but the head) "
+            f"or a list of module or stage names such as [{value!r}]"
+        )
+    if isinstance(value, (list, tuple)):
+        names = tuple(value)
+        bad = [name for name in names if not isinstance(name, str) or not name]
+        if not names or bad:
+            raise StemlabTypeError(
+                f"freeze must be 'none', 'backbone' or a non-empty list of module names, "
+                f"got {value!r}"
+            )
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"freeze={value!r} names {', '.join(map(repr, repeated))} twice")
+        return names
+    raise StemlabTypeError(
+        f"freeze must be 'none', 'backbone' or a list of module names, "
+        f"got {type(value).__name__} {value!r}"
+    )
 
 
 @dataclass
@@ -42,23 +120,29 @@ class TrainConfig:
         label_smoothing: cross-entropy label smoothing in [0, 1).
         focal_gamma: focusing exponent of the focal loss (0 gives cross-entropy).
         focal_alpha: optional constant weight of the focal loss.
-        head_lr_multiplier: learning-rate factor for ``model.fc`` (10 trains the new head faster
-            than a transferred backbone).
-        freeze_backbone: train only ``model.fc``; the rest stays fixed, batch-norm statistics
-            included.
+        head_lr_multiplier: learning-rate factor for the head (the module the backbone's layout
+            declares; ``fc`` for a plain module). 10 trains a new head faster than a
+            transferred backbone.
+        freeze: ``"none"``; ``"backbone"`` (train only the head); or a list of module or stage
+            names (``["stem", "layer1"]``) to keep fixed. Frozen modules stay in eval mode, so
+            their batch-norm statistics stay fixed too.
+        freeze_backbone: deprecated spelling of ``freeze="backbone"`` (``True``) or
+            ``freeze="none"`` (``False``); it is folded into ``freeze`` and reset to ``None``.
         grad_clip: maximum global gradient norm, or ``None``.
         drop_last: drop the last incomplete training batch.
         seed: seeds parameter-free randomness: data order, dropout, random clip sampling.
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
         amp: mixed precision; ``"auto"`` enables it on CUDA only.
         channels_last: channels-last memory format; ``"auto"`` enables it on CUDA only.
         num_workers: DataLoader worker processes.
-        checkpoint_dir: folder for ``last.pt``, written atomically after every epoch.
-        resume: continue from ``checkpoint_dir/last.pt`` when it exists.
+        checkpoint_dir: folder for ``last.pt`` (written atomically after every epoch) and
+            ``previous.pt`` (the epoch before, kept as a fallback).
+        resume: continue from ``checkpoint_dir/last.pt`` when it exists, or from
+            ``previous.pt`` (with a warning) when ``last.pt`` is damaged or missing.
         progress: show tqdm progress bars.
 
     Raises:
-        ValueError, TypeError: on an invalid field, naming it.
+        ValueError, TypeError: on an invalid field, naming it, its value and what is allowed.
     """
 
     epochs: int = 10
@@ -75,7 +159,8 @@ class TrainConfig:
     focal_gamma: float = 2.0
     focal_alpha: float | None = None
     head_lr_multiplier: float = 1.0
-    freeze_backbone: bool = False
+    freeze: str | tuple[str, ...] = "none"
+    freeze_backbone: bool | None = None
     grad_clip: float | None = None
     drop_last: bool = False
     seed: int = 0
@@ -88,66 +173,96 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        check_positive_int("epochs", self.epochs)
-        check_positive_int("batch_size", self.batch_size)
-        self.lr = check_positive_float("lr", self.lr)
+        self.epochs = _check_int("epochs", self.epochs, minimum=1)
+        self.batch_size = _check_int("batch_size", self.batch_size, minimum=1)
+        self.lr = _check_real("lr", self.lr, low=0, low_open=True)
         check_choice("optimizer", self.optimizer, ("adamw", "sgd"))
-        self.weight_decay = check_positive_float("weight_decay", self.weight_decay, allow_zero=True)
-        self.momentum = check_positive_float("momentum", self.momentum, allow_zero=True)
-        if self.momentum >= 1:
-            raise ValueError(f"momentum must be < 1, got {self.momentum}")
-        self.warmup_epochs = check_positive_float(
-            "warmup_epochs", self.warmup_epochs, allow_zero=True
+        self.weight_decay = _check_real("weight_decay", self.weight_decay, low=0)
+        self.momentum = _check_real("momentum", self.momentum, low=0, high=1)
+        self.warmup_epochs = _check_real(
+            "warmup_epochs",
+            self.warmup_epochs,
+            low=0,
+            high=self.epochs,
+            high_open=False,
+            hint=f" (epochs={self.epochs})",
         )
-        if self.warmup_epochs > self.epochs:
-            raise ValueError(
-                f"warmup_epochs={self.warmup_epochs} must not exceed epochs={self.epochs}"
-            )
         check_choice("schedule", self.schedule, ("cosine", "constant"))
-        self.min_lr = check_positive_float("min_lr", self.min_lr, allow_zero=True)
-        if self.min_lr > 1:
-            raise ValueError(f"min_lr is a fraction of lr and must be <= 1, got {self.min_lr}")
+        self.min_lr = _check_real(
+            "min_lr", self.min_lr, low=0, high=1, high_open=False, hint=" (a fraction of lr)"
+        )
         check_choice("loss", self.loss, ("cross_entropy", "focal"))
-        self.label_smoothing = check_positive_float(
-            "label_smoothing", self.label_smoothing, allow_zero=True
-        )
-        if self.label_smoothing >= 1:
-            raise ValueError(f"label_smoothing must be < 1, got {self.label_smoothing}")
+        self.label_smoothing = _check_real("label_smoothing", self.label_smoothing, low=0, high=1)
         if self.label_smoothing and self.loss != "cross_entropy":
-            raise ValueError("label_smoothing applies to loss='cross_entropy' only")
-        self.focal_gamma = check_positive_float("focal_gamma", self.focal_gamma, allow_zero=True)
-        if self.focal_alpha is not None:
-            self.focal_alpha = check_positive_float("focal_alpha", self.focal_alpha)
-        self.head_lr_multiplier = check_positive_float(
-            "head_lr_multiplier", self.head_lr_multiplier
-        )
-        for flag in ("freeze_backbone", "drop_last", "resume", "progress"):
-            if not isinstance(getattr(self, flag), bool):
-                raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
-        if self.grad_clip is not None:
-            self.grad_clip = check_positive_float("grad_clip", self.grad_clip)
-            if math.isinf(self.grad_clip):
-                raise ValueError("grad_clip must be finite (use None for no clipping)")
-        check_positive_int("seed", self.seed, allow_zero=True)
-        if not isinstance(self.device, str) or not (
-            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
-        ):
             raise ValueError(
-                f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
+                f"label_smoothing={self.label_smoothing} applies to loss='cross_entropy' only, "
+                f"not loss={self.loss!r}"
+            )
+        self.focal_gamma = _check_real("focal_gamma", self.focal_gamma, low=0)
+        if self.focal_alpha is not None:
+            self.focal_alpha = _check_real("focal_alpha", self.focal_alpha, low=0, low_open=True)
+        self.head_lr_multiplier = _check_real(
+            "head_lr_multiplier", self.head_lr_multiplier, low=0, low_open=True
+        )
+        self.freeze = _check_freeze(self.freeze)
+        self._fold_freeze_backbone()
+        for flag in ("drop_last", "resume", "progress"):
+            if not isinstance(getattr(self, flag), bool):
+                raise StemlabTypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
+        if self.grad_clip is not None:
+            self.grad_clip = _check_real(
+                "grad_clip",
+                self.grad_clip,
+                low=0,
+                low_open=True,
+                hint=" (use None for no clipping)",
+            )
+        self.seed = _check_int("seed", self.seed, minimum=0)
+        if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
+            raise ValueError(
+                f"device={self.device!r} is not allowed: use 'auto', 'cpu', 'cuda', 'cuda:N' "
+                "or 'mps'"
             )
         _check_auto_flag("amp", self.amp)
         _check_auto_flag("channels_last", self.channels_last)
-        check_positive_int("num_workers", self.num_workers, allow_zero=True)
+        self.num_workers = _check_int("num_workers", self.num_workers, minimum=0)
         if self.checkpoint_dir is not None:
             if not isinstance(self.checkpoint_dir, (str, os.PathLike)):
-                raise TypeError(f"checkpoint_dir must be a path, got {self.checkpoint_dir!r}")
+                raise StemlabTypeError(
+                    f"checkpoint_dir must be a path, got {self.checkpoint_dir!r}"
+                )
             self.checkpoint_dir = Path(self.checkpoint_dir)
         elif self.resume:
             raise ValueError("resume=True needs a checkpoint_dir")
 
+    def _fold_freeze_backbone(self) -> None:
+        """Turn the deprecated ``freeze_backbone`` flag into ``freeze``."""
+        if self.freeze_backbone is None:
+            return
+        if not isinstance(self.freeze_backbone, bool):
+            raise StemlabTypeError(
+                f"freeze_backbone must be a bool (deprecated: use freeze='backbone'), "
+                f"got {self.freeze_backbone!r}"
+            )
+        wanted = "backbone" if self.freeze_backbone else "none"
+        if self.freeze not in ("none", wanted):
+            raise ValueError(
+                f"freeze_backbone={self.freeze_backbone} contradicts freeze={self.freeze!r}; "
+                "freeze_backbone is deprecated, set only freeze"
+            )
+        warnings.warn(
+            f"TrainConfig(freeze_backbone={self.freeze_backbone}) is deprecated; use "
+            f"freeze={wanted!r}",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+        self.freeze, self.freeze_backbone = wanted, None
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain, serialisable dict of the fields (paths as strings)."""
+        """Plain, serialisable dict of the fields (paths as strings, ``freeze`` as a list)."""
         out = asdict(self)
         if out["checkpoint_dir"] is not None:
             out["checkpoint_dir"] = os.fspath(out["checkpoint_dir"])
+        if isinstance(out["freeze"], tuple):
+            out["freeze"] = list(out["freeze"])
         return out

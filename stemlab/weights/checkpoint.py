@@ -1,8 +1,10 @@
 """Reading checkpoints safely: local files or torchvision weight names, unwrapped and unprefixed.
 
-Files are read with ``torch.load(weights_only=True)`` only, so a pickle that would run code is
-refused before anything in it executes. Nothing is ever downloaded: torchvision weight names resolve
-to the torch hub cache and a missing file is an error that says where to put it.
+Files are verified first (every zip member against its CRC-32, so flipped or truncated bytes are a
+clear error, not garbage weights) and then read with ``torch.load(weights_only=True)`` only, so a
+pickle that would run code is refused before anything in it executes. Nothing is ever downloaded:
+torchvision weight names resolve to the torch hub cache and a missing file is an error that says
+where to put it.
 """
 
 from __future__ import annotations
@@ -11,38 +13,47 @@ import os
 import pickle
 import re
 import warnings
+import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
-from torchvision.models import ResNet18_Weights
 from torchvision.models._api import WeightsEnum
-from torchvision.models.video import MC3_18_Weights, R2Plus1D_18_Weights, R3D_18_Weights
 
 from stemlab._validation import unknown_name_error
+from stemlab.backbones.layout import torchvision_weights_enum
+from stemlab.backbones.registry import BACKBONES
 
 __all__ = [
-    "TORCHVISION_WEIGHTS",
     "WRAPPER_KEYS",
     "Checkpoint",
     "UnsafeCheckpointError",
     "WeightsSource",
+    "load_checkpoint_file",
     "read_checkpoint",
     "resolve_torchvision_weights",
+    "torchvision_weights_enums",
     "torchvision_weights_path",
+    "verify_checkpoint_file",
 ]
 
 WeightsSource = str | os.PathLike[str] | Mapping[str, torch.Tensor]
 
-TORCHVISION_WEIGHTS: dict[str, type[WeightsEnum]] = {
-    "mc3_18": MC3_18_Weights,
-    "r2plus1d_18": R2Plus1D_18_Weights,
-    "r3d_18": R3D_18_Weights,
-    "resnet18": ResNet18_Weights,
-}
-"""Backbones whose torchvision weights load by name (``"DEFAULT"``, ``"KINETICS400_V1"``...)."""
+
+def torchvision_weights_enums() -> dict[str, type[WeightsEnum]]:
+    """Backbone -> torchvision weights enum, from each backbone's declared ``Layout``.
+
+    These backbones load torchvision weights by name (``"DEFAULT"``, ``"KINETICS400_V1"``...).
+    """
+    return {
+        entry.name: torchvision_weights_enum(entry.layout.torchvision_weights)
+        for entry in BACKBONES
+        if entry.layout is not None and entry.layout.torchvision_weights is not None
+    }
+
 
 WRAPPER_KEYS: tuple[str, ...] = (
     "state_dict",
@@ -105,8 +116,9 @@ def resolve_torchvision_weights(name: str, *, backbone: str | None) -> WeightsEn
             f"weights={name!r} is not a torchvision weights name such as 'DEFAULT' or "
             "'KINETICS400_V1'"
         )
+    enums = torchvision_weights_enums()
     if match["enum"] is not None:
-        by_enum = {enum.__name__: enum for enum in TORCHVISION_WEIGHTS.values()}
+        by_enum = {enum.__name__: enum for enum in enums.values()}
         if match["enum"] not in by_enum:
             raise unknown_name_error("torchvision weights enum", match["enum"], by_enum)
         enum = by_enum[match["enum"]]
@@ -116,14 +128,14 @@ def resolve_torchvision_weights(name: str, *, backbone: str | None) -> WeightsEn
             "stemlab.create_model (it records .backbone_name); for other models pass a checkpoint "
             "path or a full name such as 'R3D_18_Weights.KINETICS400_V1'"
         )
-    elif backbone not in TORCHVISION_WEIGHTS:
+    elif backbone not in enums:
         raise ValueError(
             f"backbone {backbone!r} has no torchvision weights (weights={name!r}); pass a local "
             f"checkpoint path instead. Backbones with torchvision weights: "
-            + ", ".join(sorted(TORCHVISION_WEIGHTS))
+            + ", ".join(sorted(enums))
         )
     else:
-        enum = TORCHVISION_WEIGHTS[backbone]
+        enum = enums[backbone]
     if match["member"] not in enum.__members__:
         raise unknown_name_error(f"{enum.__name__} weights", match["member"], enum.__members__)
     return enum[match["member"]]
@@ -158,7 +170,118 @@ def _resolve_path(source: str | os.PathLike[str], *, backbone: str | None) -> Pa
     )
 
 
-def _load_file(path: Path) -> object:
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive (torch.save), an empty one
+_PICKLE_MAGIC = b"\x80"  # pickle protocol >= 2: torch's legacy format, or a plain pickle
+_CRC_OPTION = "torch.serialization.set_crc32_options(False)"
+
+
+def _describe_start(head: bytes) -> str:
+    shown = head[:8].hex(" ")
+    return f"it starts with bytes {shown}" if head else "it is empty"
+
+
+def _zip_damage(path: Path, size: int) -> str | None:
+    """What is wrong with the zip archive at ``path``, or ``None`` when every member checks out."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if not members:
+                return "an empty zip archive, not a checkpoint"
+            written = [m for m in members if m.file_size > 0]
+            if written and all(m.CRC == 0 for m in written):
+                warnings.warn(
+                    f"{path} was written without checksums ({_CRC_OPTION}); its tensor data "
+                    "cannot be verified before loading",
+                    stacklevel=3,
+                )
+                return None
+            bad = archive.testzip()
+            if bad is None:
+                return None
+            try:
+                with archive.open(bad) as member:
+                    while member.read(1 << 20):
+                        pass
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as err:
+                if "CRC" in str(err):
+                    return f"CRC mismatch in member {bad!r}: its bytes changed after it was written"
+                return f"damaged member {bad!r} ({err})"
+            return f"damaged member {bad!r}"
+    except zipfile.BadZipFile as err:
+        if str(err) == "File is not a zip file":  # no end-of-archive record: the tail is missing
+            return (
+                f"truncated: the zip archive ends without its central directory ({size} bytes); "
+                "the write was cut short or the copy is incomplete"
+            )
+        return f"a damaged zip archive ({size} bytes; {err})"
+    except (OSError, EOFError, zlib.error) as err:
+        return f"a damaged zip archive ({size} bytes; {type(err).__name__}: {err})"
+
+
+def verify_checkpoint_file(path: str | os.PathLike[str]) -> str:
+    """Check that ``path`` is an undamaged PyTorch checkpoint, without unpickling anything.
+
+    A zip checkpoint (what ``torch.save`` writes) must open as an archive and every member must
+    match its CRC-32. A legacy (non-zip) torch file carries no checksum; it is accepted here and
+    then only loads if ``torch.load(weights_only=True)`` can read it.
+
+    Args:
+        path: the file.
+
+    Returns:
+        ``"zip"`` or ``"legacy"``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        IsADirectoryError: ``path`` is a directory.
+        ValueError: naming ``path`` and what is wrong: empty, truncated, CRC mismatch in a member,
+            not a checkpoint at all, or unreadable.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; pass a checkpoint file")
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no checkpoint file at {path}") from None
+    except OSError as err:
+        raise ValueError(f"cannot read checkpoint {path}: {err.strerror or err}") from err
+    if size == 0:
+        raise ValueError(f"checkpoint {path} is empty (0 bytes): the write never finished")
+    if head.startswith(_ZIP_MAGIC):
+        damage = _zip_damage(path, size)
+        if damage is not None:
+            raise ValueError(f"checkpoint {path} is unreadable: {damage}")
+        return "zip"
+    if head.startswith(_PICKLE_MAGIC):
+        return "legacy"
+    raise ValueError(
+        f"{path} is not a PyTorch checkpoint: neither a zip archive written by torch.save nor a "
+        f"legacy torch pickle ({_describe_start(head)}, {size} bytes)"
+    )
+
+
+def load_checkpoint_file(path: str | os.PathLike[str]) -> object:
+    """Verify ``path`` (:func:`verify_checkpoint_file`), then ``torch.load`` it on the CPU.
+
+    Only ``torch.load(weights_only=True)`` is used, so a pickle that would run code is refused
+    before anything in it executes.
+
+    Args:
+        path: the checkpoint file.
+
+    Returns:
+        Whatever the file holds (tensors, containers of tensors and plain values).
+
+    Raises:
+        FileNotFoundError, IsADirectoryError: no file at ``path``.
+        UnsafeCheckpointError: a file ``torch.load(weights_only=True)`` refuses.
+        ValueError: a damaged, truncated, empty or foreign file, naming ``path``.
+    """
+    path = Path(path)
+    kind = verify_checkpoint_file(path)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*pickle protocol.*")
@@ -175,9 +298,17 @@ def _load_file(path: Path) -> object:
             "If you trust the file, load it yourself with torch.load(path, weights_only=False) "
             "and pass the state dict to stemlab.load_weights"
         ) from err
-    except (EOFError, KeyError, RuntimeError, ValueError) as err:
+    except Exception as err:  # whatever torch fails with, the file is unusable
+        detail = " ".join(str(err).split())[:300] or type(err).__name__
+        if kind == "legacy":
+            raise ValueError(
+                f"checkpoint {path} is unreadable: a legacy (non-zip) file, which has no checksum "
+                f"to verify, and torch could not read it; damaged or truncated? "
+                f"({type(err).__name__}: {detail})"
+            ) from err
         raise ValueError(
-            f"{path} is not a PyTorch checkpoint ({type(err).__name__}: {err})"
+            f"{path} is not a PyTorch checkpoint: a zip archive with intact members that "
+            f"torch.load cannot read ({type(err).__name__}: {detail})"
         ) from err
 
 
@@ -250,8 +381,9 @@ def read_checkpoint(source: WeightsSource, *, backbone: str | None = None) -> Ch
         FileNotFoundError: a missing file; for torchvision names the message gives the expected
             path and the URL to fetch by hand.
         UnsafeCheckpointError: a file ``torch.load(weights_only=True)`` refuses (never executed).
-        ValueError: an unknown weights name, a file that is not a checkpoint, or one without a
-            state dict.
+        ValueError: an unknown weights name; a file that is empty, truncated, damaged (CRC
+            mismatch) or not a checkpoint (the message names the file and what is wrong); or one
+            without a state dict.
         TypeError: a source of another type.
     """
     if isinstance(source, Mapping):
@@ -260,7 +392,7 @@ def read_checkpoint(source: WeightsSource, *, backbone: str | None = None) -> Ch
     elif isinstance(source, (str, os.PathLike)):
         path = _resolve_path(source, backbone=backbone)
         origin = str(path)
-        raw = _load_file(path)
+        raw = load_checkpoint_file(path)
     else:
         raise TypeError(
             "weights must be a checkpoint path, a torchvision weights name or a state dict "
