@@ -1,66 +1,82 @@
-"""Findings: a difference is called real only when it exceeds the summed seed spread."""
+"""Findings claim only what the paired comparisons support, with intervals and Holm-adjusted p."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from stemlab.report.findings import findings
+from stemlab.report.findings import accuracy_findings, findings
 
 
-def _summary(rows):
-    columns = ["backbone", "stem", "top1_mean", "top1_std", "n_seeds", "gflops", "params"]
-    return pd.DataFrame(rows, columns=columns)
+def _cells(values: dict[str, list[float]], backbone: str = "m") -> pd.DataFrame:
+    rows = []
+    for stem, accuracies in values.items():
+        for seed, top1 in enumerate(accuracies):
+            rows.append(
+                {
+                    "kind": "train",
+                    "status": "ok",
+                    "backbone": backbone,
+                    "stem": stem,
+                    "seed": seed,
+                    "top1": top1,
+                }
+            )
+    return pd.DataFrame(rows)
 
 
-def test_clear_unclear_and_worse_against_a_baseline():
-    summary = _summary(
-        [
-            ("m", "r2d", 0.30, 0.02, 2, 40.0, 31e6),
-            ("m", "basic", 0.90, 0.08, 2, 41.0, 31.5e6),  # +60 > 0.10: clear
-            ("m", "r2plus1d", 0.35, 0.05, 2, 40.5, 31.5e6),  # +5 < 0.07: within spread
-            ("m", "bad", 0.10, 0.01, 2, 40.0, 31e6),  # -20 > 0.03: clearly worse
-        ]
+def test_clear_difference_stated_with_interval_and_adjusted_p():
+    cells = _cells(
+        {
+            "r2d": [0.30, 0.32, 0.28],
+            "basic": [0.90, 0.93, 0.88],  # +60 points, tiny paired spread: significant
+            "r2plus1d": [0.40, 0.25, 0.36],  # +3.7 points, spread larger than the effect
+        }
     )
-    text = "\n".join(
-        findings(summary, {"baseline": "r2d", "temporal": ["basic", "r2plus1d", "bad"]})
+    text = "\n".join(accuracy_findings(cells, baseline="r2d"))
+    assert "Better than `r2d` (1 of 2, Holm over 2 comparisons)" in text
+    assert "basic vs r2d: +60.3 points (95% CI" in text
+    assert "Not distinguishable from `r2d` at n=3" in text
+    assert "r2plus1d vs r2d" in text
+    assert "Highest mean top-1: `basic` (90.3%)" in text
+
+
+def test_best_stem_not_named_when_tied():
+    cells = _cells(
+        {
+            "r2d": [0.30, 0.31, 0.29],
+            "wide": [0.97, 0.99, 0.96],
+            "c3d": [0.99, 0.96, 0.98],
+        }
     )
-    assert "1 of 3 compared stems beat the `r2d` stem (30.0%)" in text
-    assert "basic (+60.0 points)" in text
-    assert (
-        "Within the seed spread of `r2d` (no difference can be claimed): r2plus1d (+5.0 points)"
-        in text
-    )
-    assert "Stems below `r2d` by more than the seed spread: bad (-20.0 points)" in text
-    assert "most accurate stem is **basic** (90.0% top-1" in text
-    assert "40.00 GFLOPs (`r2d`) to 41.00 GFLOPs (`basic`), 1.00x the `basic` model's" in text
+    text = "\n".join(accuracy_findings(cells, baseline="r2d"))
+    assert "not distinguishable at n=3 from `wide`" in text or "from `c3d`" in text
+    assert "no single best stem can be named" in text
 
 
-def test_one_seed_claims_nothing():
-    summary = _summary(
-        [
-            ("m", "r2d", 0.3, float("nan"), 1, 1.0, 1.0),
-            ("m", "basic", 0.9, float("nan"), 1, 1.0, 1.0),
-        ]
-    )
-    text = "\n".join(findings(summary, {"baseline": "r2d"}))
-    assert "fewer than two seeds" in text and "beat the" not in text
+def test_single_seed_is_never_significant():
+    cells = _cells({"r2d": [0.3], "basic": [0.9]})
+    text = "\n".join(accuracy_findings(cells, baseline="r2d"))
+    assert "Better than" not in text and "Not distinguishable from `r2d` at n=1" in text
 
 
-def test_backbone_comparison_with_one_stem_each():
-    summary = _summary(
-        [
-            ("r2d_18", "native", 0.30, 0.01, 2, 1.0, 1.0),
-            ("r3d_18", "native", 0.80, 0.02, 2, 2.0, 2.0),
-            ("mc3_18", "native", 0.79, 0.02, 2, 2.0, 2.0),
-        ]
-    )
-    text = "\n".join(findings(summary))
-    assert "Backbones ranked by top-1" in text and text.index("`r3d_18`") < text.index("`r2d_18`")
-    assert "`r3d_18` beats, by more than the seed spread: `r2d_18` (-50.0 points)" in text
-    assert "`mc3_18` (-" not in text
+def test_backbone_ordering_names_significant_pairs_only():
+    frames = [
+        _cells({"native": [0.25, 0.26, 0.24]}, backbone="r2d_18"),
+        _cells({"native": [0.80, 0.82, 0.79]}, backbone="r3d_18"),
+        _cells({"native": [0.81, 0.78, 0.83]}, backbone="r2plus1d_18"),
+    ]
+    text = "\n".join(accuracy_findings(pd.concat(frames, ignore_index=True)))
+    assert text.startswith("Backbones ordered by mean top-1 over 3 seed(s): `r2d_18` 25.0% <")
+    assert "Significant pairs (Holm over 3)" in text
+    assert "Not distinguishable at n=3: `r3d_18` vs `r2plus1d_18`" in text
 
 
-def test_no_training_results():
-    assert findings(_summary([("m", "basic", float("nan"), float("nan"), 0, 1.0, 1.0)])) == [
+def test_no_cells_no_claims():
+    assert findings(pd.DataFrame({"top1_mean": [np.nan]})) == [
+        "Per-seed results are needed to compare stems; only a summary was given, so no "
+        "difference is claimed."
+    ]
+    assert accuracy_findings(pd.DataFrame()) == [
         "No cell finished training, so there is no accuracy to compare."
     ]

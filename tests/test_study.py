@@ -39,7 +39,7 @@ def tiny_study(
         "profile": {"backbone": "r2plus1d_18", "input": [1, 3, 4, 32, 32], "kwargs": TINY_BACKBONE},
         "latency_runs": 1,
         "quick": {"seeds": [0], "training": {"epochs": 1}},
-        "findings": {"baseline": "r2d:width=4"},
+        "probes": ["flops", "activations", "confusion", "grad_cam", "filters"],
     }
     options.update(kw)
     return Study(**options)
@@ -104,7 +104,7 @@ def test_run_resume_failure_and_report(tmp_path):
     store = CellStore(tmp_path / "cells")
     ok_train = cells[(cells["status"] == "ok") & (cells["kind"] == "train")]
     for key in ok_train["key"]:
-        assert store.is_finished(key) and "filters" in store.read_arrays(key)
+        assert store.is_finished(key) and "filters.weight" in store.read_arrays(key)
     assert not list((tmp_path / "cells").glob(".*.tmp"))
     # resume: finished cells are skipped, failed ones are retried
     second = run_study(study, out_dir=tmp_path, progress=False)

@@ -4,12 +4,14 @@ Every probe returns tidy pandas tables or tensors. Hooks live only inside a cont
 single call and are removed in ``finally``; the model's train/eval mode is restored.
 """
 
+from stemlab.probes import _study_builtin  # noqa: F401  (registers flops, grad_cam, filters)
 from stemlab.probes.activations import (
     STAT_COLUMNS,
     ActivationRecorder,
     activation_stats,
     record_activations,
 )
+from stemlab.probes.confusion import confusion_matrix
 from stemlab.probes.filters import (
     FirstLayerFilters,
     compose_2plus1d,
@@ -29,6 +31,7 @@ __all__ = [
     "activation_stats",
     "attribution_per_frame",
     "compose_2plus1d",
+    "confusion_matrix",
     "filter_stats",
     "first_layer_filters",
     "flop_handles",

@@ -11,11 +11,14 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 from stemlab._validation import check_positive_int
 from stemlab.probes._modules import (
@@ -24,6 +27,16 @@ from stemlab.probes._modules import (
     default_modules,
     first_tensor,
     resolve_modules,
+)
+from stemlab.probes._plots import new_figure, stage_roles
+from stemlab.probes.contract import (
+    CellContext,
+    FigureSpec,
+    ProbeOutput,
+    StudyProbe,
+    StudyView,
+    SummaryColumn,
+    register_probe,
 )
 
 __all__ = ["STAT_COLUMNS", "ActivationRecorder", "activation_stats", "record_activations"]
@@ -265,3 +278,104 @@ def record_activations(
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _run_in_study(context: CellContext) -> ProbeOutput:
+    model, inputs = context.model, context.inputs
+    with torch.no_grad(), record_activations(model) as recorder:
+        model(inputs.to(context.device))
+    table = recorder.table()
+    roles = stage_roles(model)
+    table.insert(1, "role", table["module"].map(roles))
+    output = ProbeOutput(tables={"activations": table.to_dict(orient="records")})
+    if context.kind == "trained":
+        stem_rows = table[table["module"] == "stem"]
+        if not stem_rows.empty:
+            output.metrics["dead_channel_fraction"] = float(
+                stem_rows["dead_channel_fraction"].iloc[0]
+            )
+    return output
+
+
+_ROLE_STATS = ("std", "zero_fraction", "dead_channel_fraction", "temporal_std")
+
+
+def plot_activations_by_role(rows: pd.DataFrame, *, group: str = "group", title: str) -> Figure:
+    """Activation statistics of the stem output and each stage, one line per group.
+
+    Layers are aligned by role (stem output, layer1, ...), never by position, so stems with
+    different internals are compared at the same place in the network.
+    """
+    rows = rows[rows["role"].notna() & (rows["call"] == 0)]
+    order = list(dict.fromkeys(rows["role"]))
+    stats = [s for s in _ROLE_STATS if s in rows and rows[s].notna().any()]
+    figure = new_figure(3.0 * len(stats) + 1.5, 3.4)
+    axes = figure.subplots(1, len(stats), squeeze=False)[0]
+    positions = {role: i for i, role in enumerate(order)}
+    for ax, stat in zip(axes, stats):
+        for name, group_rows in rows.groupby(group, sort=False):
+            group_rows = group_rows.sort_values("role", key=lambda c: c.map(positions))
+            ax.plot(
+                [positions[r] for r in group_rows["role"]],
+                group_rows[stat].to_numpy(dtype=float),
+                marker="o",
+                ms=3,
+                label=str(name),
+            )
+        ax.set_xticks(range(len(order)), order, rotation=30, ha="right", fontsize=8)
+        ax.set_title(stat.replace("_", " "), fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("value over the probe batch")
+    figure.legend(
+        *axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8, title=group
+    )
+    figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def _figures(view: StudyView) -> list[FigureSpec]:
+    table = view.tables.get("activations")
+    if table is None or table.empty or "role" not in table:
+        return []
+    specs = []
+    first = set(view.first_seed_cells()["key"]) if not view.trained().empty else set()
+    for source, where in (
+        ("trained", "the trained CPU-scale models (smallest seed, probe batch)"),
+        ("profile", "the full-size profiling models (random weights, random input)"),
+    ):
+        rows = table[table["source"] == source]
+        if source == "trained":
+            rows = rows[rows["key"].isin(first)]
+        if rows.empty:
+            continue
+        rows = rows.assign(group=[view.label(b, s) for b, s in zip(rows["backbone"], rows["stem"])])
+        specs.append(
+            FigureSpec(
+                f"activations_{source}",
+                f"Activation statistics of the stem output and each stage on {where}; "
+                "layers are aligned by role, so every stem is compared at the same depth.",
+                lambda rows=rows, where=where: plot_activations_by_role(
+                    rows, title=f"Activations by layer role ({where.split(' (')[0]})"
+                ),
+            )
+        )
+    return specs
+
+
+PROBE = register_probe(
+    StudyProbe(
+        name="activations",
+        description="activation statistics of the stem, its layers and each stage",
+        run=_run_in_study,
+        runs_on=frozenset({"trained", "profile"}),
+        tables=("activations",),
+        summary=(
+            SummaryColumn(
+                "dead_channel_fraction",
+                "stem output channels never positive on the probe batch (trained model)",
+            ),
+        ),
+        figures=_figures,
+        order=30,
+    )
+)

@@ -13,6 +13,13 @@ from tqdm.auto import tqdm
 
 from stemlab._validation import check_positive_int
 from stemlab.probes._modules import check_model, first_tensor, model_device
+from stemlab.probes.contract import (
+    CellContext,
+    ProbeOutput,
+    StudyProbe,
+    SummaryColumn,
+    register_probe,
+)
 
 __all__ = ["latency"]
 
@@ -115,3 +122,40 @@ def latency(
             for buffer, saved in zip(model.buffers(), saved_buffers):
                 buffer.copy_(saved)
     return pd.DataFrame(rows)
+
+
+def _run_in_study(context: CellContext) -> ProbeOutput:
+    runs = int(context.options.get("latency_runs", 5))
+    timing = latency(context.model, context.inputs, runs=runs, warmup=1, progress=False)
+    median = timing.set_index("pass")["median_ms"]
+    return ProbeOutput(
+        metrics={
+            "latency_ms": float(median["forward"]),
+            "latency_fwd_bwd_ms": float(median["forward_backward"]),
+        },
+        tables={"latency": timing.to_dict(orient="records")},
+    )
+
+
+PROBE = register_probe(
+    StudyProbe(
+        name="latency",
+        description="forward and forward+backward wall time (median of the runs)",
+        run=_run_in_study,
+        runs_on=frozenset({"profile"}),
+        tables=("latency",),
+        summary=(
+            SummaryColumn(
+                "latency_ms",
+                "median forward time of the profiling model at the profiling input (ms)",
+                "profile",
+            ),
+            SummaryColumn(
+                "latency_fwd_bwd_ms",
+                "median forward+backward time of the profiling model (ms)",
+                "profile",
+            ),
+        ),
+        order=20,
+    )
+)

@@ -39,6 +39,11 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
+def _anchor(text: str) -> str:
+    """GitHub-style heading anchor: lower case, spaces to dashes, punctuation dropped."""
+    return re.sub(r"[^a-z0-9 -]", "", text.lower()).strip().replace(" ", "-")
+
+
 def _inline_html(text: str) -> str:
     escaped = html.escape(text)
     escaped = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escaped)
@@ -54,6 +59,17 @@ class Document:
 
     def heading(self, text: str) -> None:
         self.blocks.append(("heading", text))
+
+    def contents(self) -> None:
+        """A table of contents of the document's headings (filled in when rendered)."""
+        self.blocks.append(("contents",))
+
+    def link(self, text: str, target: str) -> None:
+        """A paragraph that is one link (to a file beside the report)."""
+        self.blocks.append(("link", text, target))
+
+    def _headings(self) -> list[str]:
+        return [b[1] for b in self.blocks if b[0] == "heading"]
 
     def paragraph(self, text: str) -> None:
         self.blocks.append(("paragraph", text))
@@ -77,6 +93,12 @@ class Document:
             kind = block[0]
             if kind == "heading":
                 parts.append(f"## {block[1]}")
+            elif kind == "contents":
+                parts.append(
+                    "**Contents:** " + " · ".join(f"[{h}](#{_anchor(h)})" for h in self._headings())
+                )
+            elif kind == "link":
+                parts.append(f"[{block[1]}]({block[2]})")
             elif kind == "paragraph":
                 parts.append(block[1])
             elif kind == "bullets":
@@ -95,7 +117,14 @@ class Document:
         for block in self.blocks:
             kind = block[0]
             if kind == "heading":
-                body.append(f"<h2>{html.escape(block[1])}</h2>")
+                body.append(f'<h2 id="{_anchor(block[1])}">{html.escape(block[1])}</h2>')
+            elif kind == "contents":
+                links = " · ".join(
+                    f'<a href="#{_anchor(h)}">{html.escape(h)}</a>' for h in self._headings()
+                )
+                body.append(f'<nav class="toc"><strong>Contents:</strong> {links}</nav>')
+            elif kind == "link":
+                body.append(f'<p><a href="{html.escape(block[2])}">{html.escape(block[1])}</a></p>')
             elif kind == "paragraph":
                 body.append(f"<p>{_inline_html(block[1])}</p>")
             elif kind == "bullets":
@@ -104,7 +133,11 @@ class Document:
                 )
             elif kind == "table":
                 frame = block[1].map(format_value) if len(block[1]) else block[1]
-                body.append(frame.to_html(index=False, border=0, classes="table", escape=True))
+                body.append(
+                    '<div class="scroll">'
+                    + frame.to_html(index=False, border=0, classes="table", escape=True)
+                    + "</div>"
+                )
             elif kind == "code":
                 body.append(f"<pre>{html.escape(block[1])}</pre>")
             elif kind == "figure":
@@ -119,7 +152,8 @@ class Document:
             "th,td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}"
             "th{background:#f4f4f4}img{max-width:100%}figure{margin:1.5em 0}"
             "figcaption{color:#555;font-size:13px}pre{background:#f6f6f6;padding:.6em;overflow-x:auto}"
-            "code{background:#f2f2f2;padding:0 3px}"
+            "code{background:#f2f2f2;padding:0 3px}.scroll{overflow-x:auto;max-width:100%}"
+            ".toc{background:#f7f7f7;padding:.5em .8em;margin:1em 0;font-size:14px}"
         )
         return (
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -1,164 +1,177 @@
-"""Plain-words findings from a study's summary table: what the numbers show, and how sure they are."""
+"""Plain-words findings: only what :func:`stemlab.report.compare` supports, with intervals.
+
+Accuracy differences are stated with their 95% interval and Holm-adjusted p-value (paired by
+seed); a ranking is claimed only between significantly different rows, everything else is called
+"not distinguishable at n=...". Each probe adds its own findings through the probe contract.
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
-__all__ = ["findings"]
+from stemlab.report.stats import compare, describe
+
+__all__ = ["accuracy_findings", "findings"]
 
 
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+def _model_text(backbone: str, config: Mapping[str, Any]) -> str:
+    kwargs = (config.get("backbones") or {}).get(backbone) or {}
+    scale = ""
+    if kwargs.get("widths"):
+        scale = " (stages " + "/".join(str(w) for w in kwargs["widths"]) + ")"
+    return f"the CPU-scale `{backbone}`{scale} trained here"
 
 
-def findings(summary: pd.DataFrame, options: Mapping[str, Any] | None = None) -> list[str]:
-    """Sentences describing ``summary`` (one row per backbone x stem).
-
-    Differences in accuracy are called real only when they exceed the sum of the two seed
-    standard deviations; with fewer than two seeds per stem no accuracy difference is called real.
+def accuracy_findings(
+    cells: pd.DataFrame,
+    *,
+    baseline: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    alpha: float = 0.05,
+) -> list[str]:
+    """Findings about top-1 from the per-seed training cells.
 
     Args:
-        summary: the study's ``summary`` table.
-        options: ``{"baseline": stem, "temporal": [stems]}`` to compare a group against a baseline.
+        cells: the study's ``cells`` table (kind, status, backbone, stem, seed, top1).
+        baseline: the reference stem (each other stem is compared with it).
+        config: the study config (for how the trained model is described).
+        alpha: family-wise error rate of each group of comparisons.
 
     Returns:
-        A list of sentences (Markdown allowed).
+        Sentences (Markdown allowed).
     """
-    options = dict(options or {})
-    lines: list[str] = []
-    trained = summary.dropna(subset=["top1_mean"]) if "top1_mean" in summary else summary.iloc[:0]
+    config = config or {}
+    if cells.empty or "top1" not in cells:
+        return ["No cell finished training, so there is no accuracy to compare."]
+    trained = cells[(cells["kind"] == "train") & (cells["status"] == "ok")].dropna(subset=["top1"])
     if trained.empty:
         return ["No cell finished training, so there is no accuracy to compare."]
-    if trained["backbone"].nunique() > 1 and trained.groupby("backbone").size().max() == 1:
-        return [*_backbone_ranking(trained), *_costs(summary), *_attribution(trained)]
+    lines: list[str] = []
+    if (
+        trained["backbone"].nunique() > 1
+        and trained.groupby("backbone")["stem"].nunique().max() == 1
+    ):
+        return _backbone_ordering(trained, alpha)
     for backbone, rows in trained.groupby("backbone", sort=False):
-        rows = rows.sort_values("top1_mean", ascending=False)
-        best = rows.iloc[0]
-        seeds = int(rows["n_seeds"].min())
+        stems = list(dict.fromkeys(rows["stem"]))
+        if len(stems) < 2:
+            continue
+        means = rows.groupby("stem", sort=False)["top1"].mean().sort_values(ascending=False)
+        n = int(rows.groupby("stem")["seed"].nunique().min())
         lines.append(
-            f"On `{backbone}`, the most accurate stem is **{best['stem']}** "
-            f"({_pct(best['top1_mean'])} top-1, mean of {int(best['n_seeds'])} seed(s)); "
-            f"the least accurate is **{rows.iloc[-1]['stem']}** ({_pct(rows.iloc[-1]['top1_mean'])})."
+            f"On {_model_text(backbone, config)}, mean top-1 over {n} seed(s) ranges from "
+            f"{_pct(means.iloc[-1])} (`{means.index[-1]}`) to {_pct(means.iloc[0])} "
+            f"(`{means.index[0]}`)."
         )
-        if seeds < 2:
+        reference = baseline if baseline in stems else stems[0]
+        table = compare(rows, metric="top1", by="stem", baseline=reference, alpha=alpha)
+        above = table[table["significant"] & (table["diff"] > 0)]
+        below = table[table["significant"] & (table["diff"] < 0)]
+        unclear = table[~table["significant"]]
+        m = len(table)
+        if len(above):
             lines.append(
-                "Each stem was trained with fewer than two seeds, so the seed spread is unknown and "
-                "no accuracy difference here can be called real."
+                f"Better than `{reference}` ({len(above)} of {m}, Holm over {m} comparisons): "
+                + "; ".join(describe(r) for _, r in above.iterrows())
+                + "."
             )
-        baseline = options.get("baseline")
-        if baseline is not None and baseline in set(rows["stem"]):
-            lines += _against_baseline(rows, baseline, list(options.get("temporal", [])), seeds)
-    lines += _costs(summary)
-    lines += _attribution(trained)
+        if len(below):
+            lines.append(
+                f"Worse than `{reference}`: "
+                + "; ".join(describe(r) for _, r in below.iterrows())
+                + "."
+            )
+        if len(unclear):
+            lines.append(
+                f"Not distinguishable from `{reference}` at n={n}: "
+                + "; ".join(describe(r) for _, r in unclear.iterrows())
+                + "."
+            )
+        lines += _top_group(rows, means, alpha, n)
     return lines
 
 
-def _backbone_ranking(trained: pd.DataFrame) -> list[str]:
-    """One stem per backbone: rank the backbones and compare the best with the rest."""
-    rows = trained.sort_values("top1_mean", ascending=False)
-    seeds = int(rows["n_seeds"].min())
-    ranking = ", ".join(f"`{r.backbone}` ({r.stem}) {_pct(r.top1_mean)}" for r in rows.itertuples())
-    lines = [f"Backbones ranked by top-1 (mean of {seeds}+ seed(s)): {ranking}."]
-    if seeds < 2:
-        lines.append(
-            "With fewer than two seeds per backbone no difference here can be called real."
-        )
-        return lines
-    best = rows.iloc[0]
-    below = [
-        f"`{row['backbone']}` (-{100 * (best['top1_mean'] - row['top1_mean']):.1f} points)"
-        for _, row in rows.iloc[1:].iterrows()
-        if best["top1_mean"] - row["top1_mean"] > _spread(best) + _spread(row)
+def _top_group(rows: pd.DataFrame, means: pd.Series, alpha: float, n: int) -> list[str]:
+    """Which stems the most accurate one is, and is not, distinguishable from (all pairs)."""
+    if len(means) < 3:
+        return []
+    table = compare(rows, metric="top1", by="stem", alpha=alpha)
+    best = means.index[0]
+    involving = table[(table["a"] == best) | (table["b"] == best)]
+    tied = [
+        r["b"] if r["a"] == best else r["a"]
+        for _, r in involving.iterrows()
+        if not r["significant"]
     ]
-    if below:
-        lines.append(
-            f"`{best['backbone']}` beats, by more than the seed spread: {', '.join(below)}; the other "
-            "differences are within the seed spread."
+    beaten = [
+        r["b"] if r["a"] == best else r["a"] for _, r in involving.iterrows() if r["significant"]
+    ]
+    text = f"Highest mean top-1: `{best}` ({_pct(means.iloc[0])}). Over all {len(table)} pairs (Holm), "
+    if tied:
+        text += (
+            f"it is not distinguishable at n={n} from {', '.join(f'`{s}`' for s in tied)}"
+            + (f" and significantly above {', '.join(f'`{s}`' for s in beaten)}" if beaten else "")
+            + "; no single best stem can be named."
         )
     else:
-        lines.append("No backbone beats the others by more than the seed spread.")
-    return lines
+        text += "it is significantly above every other stem."
+    return [text]
 
 
-def _spread(row: pd.Series) -> float:
-    std = row.get("top1_std")
-    return float(std) if _finite(std) else float("nan")
-
-
-def _against_baseline(rows: pd.DataFrame, baseline: str, group: list[str], seeds: int) -> list[str]:
-    base = rows[rows["stem"] == baseline].iloc[0]
-    group = [s for s in group if s in set(rows["stem"])] or [
-        s for s in rows["stem"] if s != baseline
-    ]
-    clear, unclear, worse = [], [], []
-    for stem in group:
-        row = rows[rows["stem"] == stem].iloc[0]
-        diff = float(row["top1_mean"] - base["top1_mean"])
-        spread = _spread(row) + _spread(base)
-        text = f"{stem} ({'+' if diff >= 0 else ''}{100 * diff:.1f} points)"
-        if seeds >= 2 and _finite(spread) and abs(diff) > spread:
-            (clear if diff > 0 else worse).append(text)
-        else:
-            unclear.append(text)
-    lines = []
-    total = len(group)
-    if clear:
+def _backbone_ordering(trained: pd.DataFrame, alpha: float) -> list[str]:
+    """One stem per backbone: order the backbones and say which pairs differ."""
+    means = trained.groupby("backbone", sort=False)["top1"].mean().sort_values()
+    n = int(trained.groupby("backbone")["seed"].nunique().min())
+    table = compare(trained, metric="top1", by="backbone", alpha=alpha)
+    order = " < ".join(f"`{b}` {_pct(v)}" for b, v in means.items())
+    lines = [f"Backbones ordered by mean top-1 over {n} seed(s): {order}."]
+    significant = table[table["significant"]]
+    if len(significant):
         lines.append(
-            f"{len(clear)} of {total} compared stems beat the `{baseline}` stem "
-            f"({_pct(base['top1_mean'])}) by more than the seed spread (sum of the two seed standard "
-            f"deviations): {', '.join(clear)}."
+            f"Significant pairs (Holm over {len(table)}): "
+            + "; ".join(describe(r) for _, r in significant.iterrows())
+            + "."
         )
-    if worse:
-        lines.append(f"Stems below `{baseline}` by more than the seed spread: {', '.join(worse)}.")
-    if unclear:
+    rest = table[~table["significant"]]
+    if len(rest):
         lines.append(
-            f"Within the seed spread of `{baseline}` (no difference can be claimed): {', '.join(unclear)}."
+            f"Not distinguishable at n={n}: "
+            + "; ".join(
+                f"`{r['a']}` vs `{r['b']}` (p_adj {r['p_adjusted']:.2g})"
+                for _, r in rest.iterrows()
+            )
+            + "; the order among these is not established."
         )
     return lines
 
 
-def _costs(summary: pd.DataFrame) -> list[str]:
-    if "gflops" not in summary or summary["gflops"].isna().all():
-        return []
-    profiled = summary.dropna(subset=["gflops"]).drop_duplicates("stem")
-    reference = profiled[profiled["stem"] == "basic"]
-    reference = reference.iloc[0] if not reference.empty else profiled.iloc[0]
-    cheapest = profiled.loc[profiled["gflops"].idxmin()]
-    dearest = profiled.loc[profiled["gflops"].idxmax()]
-    return [
-        f"At the profiling size the stems span {cheapest['gflops']:.2f} GFLOPs (`{cheapest['stem']}`) "
-        f"to {dearest['gflops']:.2f} GFLOPs (`{dearest['stem']}`), "
-        f"{dearest['gflops'] / reference['gflops']:.2f}x the `{reference['stem']}` model's; "
-        f"parameters range from {profiled['params'].min() / 1e6:.2f} M to "
-        f"{profiled['params'].max() / 1e6:.2f} M. These counts are exact (fvcore, one FMA = one flop)."
-    ]
+def findings(
+    summary: pd.DataFrame,
+    options: Mapping[str, Any] | None = None,
+    *,
+    cells: pd.DataFrame | None = None,
+) -> list[str]:
+    """Accuracy findings (kept for callers of the first API; see :func:`accuracy_findings`).
 
+    Args:
+        summary: the study summary (unused beyond an emptiness check when ``cells`` is given).
+        options: ``{"baseline": stem}``.
+        cells: the per-seed ``cells`` table; required for any statistical claim.
 
-def _attribution(trained: pd.DataFrame) -> list[str]:
-    if "gradcam_on_object" not in trained or trained["gradcam_on_object"].isna().all():
-        return []
-    rows = trained.dropna(subset=["gradcam_on_object"])
-    area = float(rows["object_area"].mean()) if "object_area" in rows else float("nan")
-    best = rows.loc[rows["gradcam_on_object"].idxmax()]
-    worst = rows.loc[rows["gradcam_on_object"].idxmin()]
-    chance = f"; a map spread uniformly would put {_pct(area)} there" if _finite(area) else ""
-    if _finite(area) and area > 0 and best["gradcam_on_object"] < 1.25 * area:
+    Returns:
+        Sentences.
+    """
+    options = dict(options or {})
+    if cells is None:
         return [
-            f"Grad-CAM puts {_pct(worst['gradcam_on_object'])} to {_pct(best['gradcam_on_object'])} "
-            f"of its mass on the moving object{chance}: no stem's map localises the object better "
-            "than a uniform map, so these numbers say nothing about where the models look (check "
-            "the size of the Grad-CAM layer's maps at this input size)."
+            "Per-seed results are needed to compare stems; only a summary was given, so no "
+            "difference is claimed."
         ]
-    return [
-        f"Grad-CAM puts {_pct(worst['gradcam_on_object'])} (`{worst['stem']}`) to "
-        f"{_pct(best['gradcam_on_object'])} (`{best['stem']}`) of its mass on the moving object"
-        f"{chance}. This is measured on a few validation clips per seed; read it as a tendency."
-    ]
+    return accuracy_findings(cells, baseline=options.get("baseline"))

@@ -2,74 +2,109 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = ["accuracy_vs_gflops", "training_curves"]
 
 
-def accuracy_vs_gflops(summary: pd.DataFrame) -> Figure:
-    """Mean top-1 (error bars: seed standard deviation) against GFLOPs at the profiling size.
+def _labels(frame: pd.DataFrame) -> list[str]:
+    if frame["backbone"].nunique() == 1:
+        return [str(s) for s in frame["stem"]]
+    return [f"{b}/{s}" for b, s in zip(frame["backbone"], frame["stem"])]
 
-    Stems without a profile are placed at their training-size GFLOPs; stems without accuracy
-    are left out.
+
+def accuracy_vs_gflops(
+    summary: pd.DataFrame, *, chance: float | None = None, intervals: pd.DataFrame | None = None
+) -> Figure:
+    """Mean top-1 of the trained models against their own GFLOPs (one training clip).
+
+    Args:
+        summary: the study summary (``top1_mean``, ``train_gflops``, ``top1_std``).
+        chance: accuracy of guessing (``1 / classes``), drawn as a dashed line.
+        intervals: optional ``label -> (ci_low, ci_high)`` of the mean (columns ``label``,
+            ``ci_low``, ``ci_high``) used as error bars instead of the seed std.
+
+    Returns:
+        The figure.
     """
-    rows = summary.dropna(subset=["top1_mean"])
-    x_column = "gflops" if rows["gflops"].notna().any() else "train_gflops"
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
-    for _, row in rows.iterrows():
-        x = row[x_column]
+    rows = summary.dropna(subset=["top1_mean"]).copy()
+    rows["label"] = _labels(rows)
+    figure = Figure(figsize=(7.5, 4.6), layout="constrained")
+    ax = figure.subplots()
+    x_column = "train_gflops" if rows.get("train_gflops", pd.Series()).notna().any() else None
+    for i, row in enumerate(rows.itertuples()):
+        x = getattr(row, "train_gflops", np.nan) if x_column else i
         if pd.isna(x):
             continue
-        std = row["top1_std"] if pd.notna(row["top1_std"]) else 0.0
-        ax.errorbar(x, 100 * row["top1_mean"], yerr=100 * std, fmt="o", capsize=4)
-        label = (
-            row["stem"] if rows["backbone"].nunique() == 1 else f"{row['backbone']}/{row['stem']}"
+        if intervals is not None and row.label in set(intervals["label"]):
+            ci = intervals.set_index("label").loc[row.label]
+            yerr = [[100 * (row.top1_mean - ci["ci_low"])], [100 * (ci["ci_high"] - row.top1_mean)]]
+        else:
+            std = row.top1_std if pd.notna(row.top1_std) else 0.0
+            yerr = 100 * std
+        ax.errorbar(
+            x,
+            100 * row.top1_mean,
+            yerr=yerr,
+            fmt="o",
+            capsize=4,
+            color=f"C{i % 10}",
+            label=row.label,
         )
-        ax.annotate(
-            label,
-            (x, 100 * row["top1_mean"]),
-            textcoords="offset points",
-            xytext=(5, 4),
-            fontsize=8,
-        )
-    ax.set_xlabel("GFLOPs (profiling input)" if x_column == "gflops" else "GFLOPs (training input)")
+    if chance is not None:
+        ax.axhline(100 * chance, color="gray", ls="--", lw=1, label=f"chance ({100 * chance:.0f}%)")
+    ax.set_xlabel(
+        "GFLOPs of the trained CPU-scale model (one training clip)"
+        if x_column
+        else "model (no FLOPs probe)"
+    )
     ax.set_ylabel("validation top-1 (%)")
-    ax.set_title("Accuracy vs cost (error bars: seed std)")
+    bars = "95% CI of the mean over seeds" if intervals is not None else "seed std"
+    ax.set_title(f"Accuracy vs cost of the trained models (error bars: {bars})", fontsize=10)
+    ax.set_ylim(0, 102)
     ax.grid(alpha=0.3)
-    return fig
+    figure.legend(loc="outside right upper", fontsize=8)
+    return figure
 
 
-def training_curves(epochs: pd.DataFrame) -> Figure:
-    """Validation top-1 and training loss per epoch, one line per stem (mean over seeds)."""
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+def training_curves(epochs: pd.DataFrame, *, chance: float | None = None) -> Figure:
+    """Validation top-1 and training loss per epoch, one line per stem (mean over seeds).
+
+    The band is the min..max over seeds; epochs are whole numbers on the x axis.
+    """
+    figure = Figure(figsize=(11, 4.2), layout="constrained")
+    ax_acc, ax_loss = figure.subplots(1, 2)
     if not epochs.empty:
-        for (backbone, stem), rows in epochs.groupby(["backbone", "stem"], sort=False):
-            label = stem if epochs["backbone"].nunique() == 1 else f"{backbone}/{stem}"
+        single = epochs["backbone"].nunique() == 1
+        for i, ((backbone, stem), rows) in enumerate(
+            epochs.groupby(["backbone", "stem"], sort=False)
+        ):
+            label = stem if single else f"{backbone}/{stem}"
             by_epoch = rows.groupby("epoch")
             mean_acc = 100 * by_epoch["val_top1"].mean()
-            (line,) = ax_acc.plot(mean_acc.index, mean_acc.values, marker="o", ms=3, label=label)
+            color = f"C{i % 10}"
+            ax_acc.plot(mean_acc.index, mean_acc.values, marker="o", ms=3, label=label, color=color)
             ax_acc.fill_between(
                 mean_acc.index,
                 100 * by_epoch["val_top1"].min(),
                 100 * by_epoch["val_top1"].max(),
-                color=line.get_color(),
-                alpha=0.15,
+                color=color,
+                alpha=0.12,
             )
             loss = by_epoch["train_loss"].mean()
-            ax_loss.plot(
-                loss.index, loss.values, marker="o", ms=3, color=line.get_color(), label=label
-            )
-    ax_acc.set_xlabel("epoch")
-    ax_acc.set_ylabel("validation top-1 (%) — band: min..max over seeds")
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("training loss")
-    ax_acc.grid(alpha=0.3)
-    ax_loss.grid(alpha=0.3)
-    ax_acc.legend(fontsize=8)
-    return fig
+            ax_loss.plot(loss.index, loss.values, marker="o", ms=3, color=color)
+    if chance is not None:
+        ax_acc.axhline(100 * chance, color="gray", ls="--", lw=1, label="chance")
+    for ax in (ax_acc, ax_loss):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    ax_acc.set_ylabel("validation top-1 (%)")
+    ax_acc.set_title("Validation top-1 (band: min..max over seeds)", fontsize=10)
+    ax_loss.set_ylabel("training loss (mean over seeds)")
+    ax_loss.set_title("Training loss", fontsize=10)
+    figure.legend(*ax_acc.get_legend_handles_labels(), loc="outside right upper", fontsize=8)
+    return figure

@@ -1,23 +1,37 @@
-"""Run one cell: train and probe a (backbone, stem, seed), or profile a stem at full size."""
+"""Run one cell: train and probe a (backbone, stem, seed), or profile a stem at full size.
+
+Seeds are replicates of a paired design. Seed ``s`` gives every stem the same training and
+validation sample (drawn from the data seed shifted by ``s``) and, where shapes allow, the same
+initial weights of the layers after the stem (each layer is drawn from a generator seeded by
+``(s, layer name)``), so that two stems compared at one seed differ only in the stem. Probes run
+on a probe set that is the same for every stem and seed, so their outputs can be compared across
+cells.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import platform
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from stemlab.study.spec import config_hash
 
-__all__ = ["package_versions", "run_cell"]
+__all__ = ["common_random_init", "package_versions", "replicate_data", "run_cell"]
 
-PROBE_BATCH = 8
+PROBE_BATCH = 16
+"""Clips in the probe batch (Grad-CAM, activation statistics)."""
+
+_REPLICATE_STRIDE = 7919  # data seed step between replicates; their streams never overlap
+_PROBE_SET_OFFSET = 2_000_029
 
 
 def package_versions() -> dict[str, str]:
@@ -25,7 +39,16 @@ def package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {"python": platform.python_version(), "platform": platform.platform()}
-    for package in ("stemlab", "torch", "torchvision", "fvcore", "captum", "numpy", "pandas"):
+    for package in (
+        "stemlab",
+        "torch",
+        "torchvision",
+        "fvcore",
+        "captum",
+        "numpy",
+        "pandas",
+        "scipy",
+    ):
         try:
             versions[package] = version(package)
         except PackageNotFoundError:
@@ -33,21 +56,74 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """DataFrame rows as JSON-safe dicts (NaN -> None, tuples -> strings)."""
-    rows = []
-    for row in frame.to_dict(orient="records"):
+def records(frame: pd.DataFrame | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as JSON-safe dicts (NaN -> None, numpy scalars -> Python, tuples -> strings)."""
+    rows = frame.to_dict(orient="records") if isinstance(frame, pd.DataFrame) else frame
+    clean_rows = []
+    for row in rows:
         clean = {}
         for key, value in row.items():
+            if isinstance(value, (np.integer, np.floating, np.bool_)):
+                value = value.item()
             if isinstance(value, float) and not math.isfinite(value):
                 value = None
-            elif isinstance(value, (np.integer, np.floating)):
-                value = value.item()
             elif isinstance(value, (tuple, list)):
                 value = str(tuple(value))
             clean[str(key)] = value
-        rows.append(clean)
-    return rows
+        clean_rows.append(clean)
+    return clean_rows
+
+
+def replicate_data(data: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """The data config of replicate ``seed``: its own sample, shared by every stem of that seed."""
+    data = dict(data)
+    if data.get("dataset") in ("synthetic_motion", "synthetic_frames"):
+        data["seed"] = int(data.get("seed", 0)) + _REPLICATE_STRIDE * int(seed)
+    else:
+        data["sampling_seed"] = int(seed)
+    return data
+
+
+_REDRAWN = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.RNNBase, nn.modules.batchnorm._NormBase)
+
+
+def _derived_seed(seed: int, name: str) -> int:
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def common_random_init(model: nn.Module, seed: int, *, skip: tuple[str, ...] = ("stem",)) -> int:
+    """Redraw the weights of every layer outside ``skip`` from a generator seeded by its name.
+
+    Layers keep their initialisation scheme (convolutions Kaiming-normal, fan-out; linear layers
+    normal with std 0.01; norms 1 and 0; recurrent layers PyTorch's default), but the draw
+    depends only on ``(seed, layer name)``: two models that share a layer's name and shape get
+    the same initial weights there, whatever stem precedes it.
+
+    Args:
+        model: the model, changed in place.
+        seed: the replicate's seed.
+        skip: name prefixes left as they are (the stem).
+
+    Returns:
+        Number of layers redrawn.
+    """
+    from stemlab._init import init_conv_bn_linear
+
+    count = 0
+    for name, module in model.named_modules():
+        if any(name == p or name.startswith(p + ".") for p in skip):
+            continue
+        if not isinstance(module, _REDRAWN):
+            continue
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_derived_seed(seed, name))
+            if isinstance(module, nn.RNNBase):
+                module.reset_parameters()
+            else:
+                init_conv_bn_linear(module)
+        count += 1
+    return count
 
 
 def run_cell(
@@ -62,7 +138,7 @@ def run_cell(
 
     Returns:
         ``{"key", "kind", "config", "status": "ok" | "failed", "error", "traceback", "seconds",
-        "versions", "result": {...}, "arrays": {name: np.ndarray}}``.
+        "versions", "result": {"metrics", "epochs", "tables", "probe_seconds"}, "arrays"}``.
     """
     start = time.perf_counter()
     record: dict[str, Any] = {
@@ -74,7 +150,7 @@ def run_cell(
         "traceback": None,
         "versions": package_versions(),
         "threads": threads,
-        "result": {},
+        "result": {"metrics": {}, "tables": {}, "probe_seconds": {}},
         "arrays": {},
     }
     previous_threads = torch.get_num_threads()
@@ -114,130 +190,198 @@ def _scaled_stem(backbone: str, spec: str | None, multiplier: float) -> str | No
     return format_stem_spec(name, {**kwargs, "width": max(1, round(width * multiplier))})
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def _device(device: str) -> torch.device:
+    from stemlab.device import resolve_device
+
+    return resolve_device(device)
+
+
+def _weights_source(config: Mapping[str, Any]) -> Any:
+    weights = config.get("weights")
+    if isinstance(weights, Mapping):
+        return weights.get(config["backbone"])
+    return weights
+
+
+def _head_name(model: nn.Module) -> str:
+    layout = getattr(model, "layout", None)
+    return getattr(layout, "head", None) or "fc"
+
+
+@torch.no_grad()
+def _head_inputs(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """The features the classifier reads (its input), for ``inputs``."""
+    head = model.get_submodule(_head_name(model))
+    captured: list[torch.Tensor] = []
+    handle = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
+    was_training = model.training
+    try:
+        model.eval()
+        model(inputs)
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return captured[0].flatten(1).double()
+
+
+def _survival(
+    config: Mapping[str, Any], model: nn.Module, inputs: torch.Tensor, num_classes: int
+) -> dict[str, Any]:
+    """How much of the pretrained function survives the stem change, before fine-tuning.
+
+    Compares the features the classifier reads (the pooled last stage) of the transferred model
+    with those of the backbone with its native stem and the same weights, on the probe clips.
+    """
+    from stemlab.models import create_model
+
+    native = create_model(
+        config["backbone"],
+        num_classes=num_classes,
+        weights=_weights_source(config),
+        **config["backbone_kwargs"],
+    )
+    a = _head_inputs(native, inputs)
+    b = _head_inputs(model, inputs)
+    rel = float((b - a).norm() / a.norm().clamp_min(1e-12))
+    cosine = float(torch.nn.functional.cosine_similarity(a, b, dim=1).mean())
+    return {"transfer_feature_rel_error": rel, "transfer_feature_cosine": cosine}
+
+
+def _weight_counts(model: nn.Module) -> dict[str, Any]:
+    report = getattr(model, "weights_report", None)
+    if report is None or len(report) == 0:
+        return {}
+    counts = report["action"].value_counts()
+    metrics: dict[str, Any] = {
+        f"weights_{action}": int(counts.get(action, 0))
+        for action in ("loaded", "transferred", "initialized")
+    }
+    errors = report["detail"].astype(str).str.extract(r"error[^0-9]*([0-9.eE+-]+)")[0]
+    errors = pd.to_numeric(errors, errors="coerce").dropna()
+    metrics["transfer_error"] = float(errors.max()) if len(errors) else None
+    return metrics
+
+
+class _Batches:
+    """Re-iterable fixed probe batches (CPU tensors)."""
+
+    def __init__(self, dataset: Any, size: int, batch_size: int) -> None:
+        self.dataset, self.size, self.batch_size = dataset, size, batch_size
+
+    def __call__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        n = min(self.size, len(self.dataset))
+        for start in range(0, n, self.batch_size):
+            samples = [self.dataset[i] for i in range(start, min(n, start + self.batch_size))]
+            clip = torch.stack([s[0] for s in samples])
+            label = torch.as_tensor([int(s[1]) for s in samples])
+            yield (clip, label)
 
 
 def _train_cell(config: Mapping[str, Any], device: str, record: dict[str, Any]) -> None:
     from stemlab.models import create_model
-    from stemlab.study.datasets import build_datasets, first_batch
+    from stemlab.probes.contract import CellContext
+    from stemlab.study.datasets import build_datasets, build_probe_set, first_batch
     from stemlab.train import TrainConfig, fit
 
     seed = int(config["seed"])
-    train_set, val_set, num_classes = build_datasets(config["data"])
+    target = _device(device)
+    train_set, val_set, num_classes = build_datasets(replicate_data(config["data"], seed))
+    probe_set = build_probe_set(config["data"])
+    weights = _weights_source(config)
     torch.manual_seed(seed)
     stem = _scaled_stem(config["backbone"], _stem(config), config.get("stem_width_multiplier", 1.0))
     model = create_model(
-        config["backbone"], stem=stem, num_classes=num_classes, **config["backbone_kwargs"]
+        config["backbone"],
+        stem=stem,
+        num_classes=num_classes,
+        weights=weights,
+        stem_init=config.get("stem_init", "transfer"),
+        **config["backbone_kwargs"],
     )
-    train_config = TrainConfig(
-        **{**config["training"], "seed": seed, "device": device, "progress": False}
-    )
+    if weights is None:
+        common_random_init(model, seed)
+    result, metrics = record["result"], record["result"]["metrics"]
+    inputs, labels, masks = first_batch(probe_set, PROBE_BATCH)
+    if weights is not None:
+        metrics.update(_weight_counts(model))
+        if config["stem"] != "native":
+            metrics.update(_survival(config, model, inputs, num_classes))
+    training = dict(config["training"])
+    for option in ("freeze", "head_lr_multiplier"):
+        if config.get(option) is not None:
+            training[option] = config[option]
+    train_config = TrainConfig(**{**training, "seed": seed, "device": device, "progress": False})
     outcome = fit(model, train_set, config=train_config, val_data=val_set)
-    result = record["result"]
-    result["epochs"] = _records(outcome.history)
+    result["epochs"] = records(outcome.history)
     result["train_status"] = outcome.status
     if outcome.status != "completed":
         raise RuntimeError(f"training {outcome.status}: {outcome.error}")
     final = outcome.history.iloc[-1]
-    metrics: dict[str, Any] = {
-        "top1": float(final["val_top1"]),
-        "top5": float(final["val_top5"]) if "val_top5" in final else None,
-        "train_seconds": float(outcome.history["seconds"].sum()),
-        "train_params": sum(p.numel() for p in model.parameters()),
-        "train_stem_width": model.stem.out_channels,
-        "num_classes": num_classes,
-    }
-    result["metrics"] = metrics
-    model = model.to(_resolve_device(device)).eval()
-    inputs, labels, masks = first_batch(val_set, PROBE_BATCH)
-    _probe_trained(model, config["probes"], inputs, labels, masks, record)
+    metrics.update(
+        {
+            "top1": float(final["val_top1"]),
+            "top5": float(final["val_top5"]) if "val_top5" in final else None,
+            "train_seconds": float(outcome.history["seconds"].sum()),
+            "train_params": sum(p.numel() for p in model.parameters()),
+            "train_stem_width": model.stem.out_channels,
+            "num_classes": num_classes,
+        }
+    )
+    model = model.to(target).eval()
+    options = dict(config.get("probe_options", {}))
+    options.setdefault("num_classes", num_classes)
+    options.setdefault("class_names", list(getattr(val_set, "classes", []) or []))
+    context = CellContext(
+        kind="trained",
+        model=model,
+        inputs=inputs,
+        labels=labels,
+        masks=masks,
+        batches=_Batches(probe_set, int(options.get("probe_samples", 128)), 32),
+        config=config,
+        options=options,
+        device=target,
+    )
+    _run_probes(config["probes"], context, record)
 
 
-def _probe_trained(
-    model: torch.nn.Module,
-    probes: list[str],
-    inputs: torch.Tensor,
-    labels: torch.Tensor,
-    masks: torch.Tensor | None,
-    record: dict[str, Any],
-) -> None:
-    from stemlab import probes as P
+def _run_probes(names: list[str], context: Any, record: dict[str, Any]) -> None:
+    from stemlab.probes.contract import iter_probes
 
-    result, metrics, arrays = record["result"], record["result"]["metrics"], record["arrays"]
-    device = next(model.parameters()).device
-    if "activations" in probes:
-        with torch.no_grad(), P.record_activations(model) as recorder:
-            model(inputs.to(device))
-        table = recorder.table()
-        result["activations"] = _records(table)
-        stem_rows = table[table["module"] == "stem"]
-        metrics["dead_channel_fraction"] = float(stem_rows["dead_channel_fraction"].iloc[0])
-    if "flops" in probes:
-        table = P.flops_table(model, inputs[:1].to(device))
-        metrics["train_gflops"] = float(table.loc[table["module"] == "", "flops"].iloc[0]) / 1e9
-    if "grad_cam" in probes:
-        cam = P.grad_cam(model, inputs.to(device), labels.to(device), layer=_last_stage(model))
-        cam = cam.detach().cpu()
-        if masks is not None:
-            mask = masks.to(cam.dtype).reshape(cam.shape)
-            mass = cam.flatten(1).sum(1)
-            # an all-zero map (no positive evidence) has no distribution to score
-            scored = mass > 0
-            on_object = (cam * mask).flatten(1).sum(1)[scored] / mass[scored]
-            metrics["gradcam_on_object"] = float(on_object.mean()) if scored.any() else None
-            metrics["object_area"] = float(mask.flatten(1).mean(1).mean())
-            arrays["gradcam_mask"] = masks[:2].numpy().astype(np.uint8)
-        arrays["gradcam_cam"] = cam[:2].numpy().astype(np.float16)
-        arrays["gradcam_input"] = inputs[:2].numpy().astype(np.float16)
-        arrays["gradcam_labels"] = labels[:2].numpy()
-    if "filters" in probes:
-        filters = P.first_layer_filters(model)
-        result["filters"] = _records(filters.table)
-        arrays["filters"] = filters.weight.numpy().astype(np.float32)
-        if filters.effective is not None:
-            arrays["filters_effective"] = filters.effective.numpy().astype(np.float32)
-        conv_rows = filters.table[filters.table["kernel"] == "conv"]
-        if "temporal_energy_fraction" in conv_rows:
-            metrics["filter_temporal_energy"] = float(conv_rows["temporal_energy_fraction"].mean())
-
-
-def _last_stage(model: torch.nn.Module) -> str:
-    return [info["module"] for info in model.feature_info][-1]
+    result = record["result"]
+    for probe in iter_probes(names):
+        if context.kind not in probe.runs_on:
+            continue
+        start = time.perf_counter()
+        output = probe.run(context)
+        result["probe_seconds"][probe.name] = round(time.perf_counter() - start, 3)
+        result["metrics"].update(output.metrics)
+        for table, rows in output.tables.items():
+            result["tables"].setdefault(table, []).extend(records(rows))
+        for name, array in output.arrays.items():
+            record["arrays"][f"{probe.name}.{name}"] = array
 
 
 def _profile_cell(config: Mapping[str, Any], device: str, record: dict[str, Any]) -> None:
-    from stemlab import probes as P
     from stemlab.models import create_model
+    from stemlab.probes.contract import CellContext
 
     torch.manual_seed(0)
+    target = _device(device)
     model = create_model(
         config["backbone"],
         stem=_stem(config),
         num_classes=config.get("num_classes", 400),
         **config["backbone_kwargs"],
     )
-    model = model.to(_resolve_device(device)).eval()
+    model = model.to(target).eval()
     x = torch.randn(tuple(config["input"]), generator=torch.Generator().manual_seed(0))
-    flops = P.flops_table(model, x)
-    total = flops[flops["module"] == ""].iloc[0]
-    with torch.no_grad(), P.record_activations(model) as recorder:
-        model(x.to(next(model.parameters()).device))
-    timing = P.latency(model, x, runs=int(config["latency_runs"]), warmup=1, progress=False)
-    result = record["result"]
-    result["flops"] = _records(flops)
-    result["activations"] = _records(recorder.table())
-    result["latency"] = _records(timing)
-    result["metrics"] = {
-        "params": int(total["params"]),
-        "gflops": float(total["flops"]) / 1e9,
-        "gflops_conv_linear": float(total["flops_conv"] + total["flops_linear"]) / 1e9,
-        "stem_params": int(sum(p.numel() for p in model.stem.parameters())),
-        "stem_gflops": float(flops.loc[flops["module"] == "stem", "flops"].iloc[0]) / 1e9,
-        "unsupported_ops": str(total.get("unsupported_ops", "")),
-    }
-    median = timing.set_index("pass")["median_ms"]
-    result["metrics"]["latency_ms"] = float(median["forward"])
-    result["metrics"]["latency_fwd_bwd_ms"] = float(median["forward_backward"])
+    context = CellContext(
+        kind="profile",
+        model=model,
+        inputs=x,
+        config=config,
+        options={"latency_runs": int(config["latency_runs"])},
+        device=target,
+    )
+    _run_probes(config["probes"], context, record)

@@ -8,10 +8,12 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["MiddleFrame", "build_datasets"]
+__all__ = ["MiddleFrame", "build_datasets", "build_probe_set", "first_batch"]
 
 # Validation clips come from a different stream of the same generator than training clips.
 _VAL_SEED_OFFSET = 1_000_003
+# The probe set is a third stream: the same clips for every replicate seed.
+_PROBE_SEED_OFFSET = 2_000_029
 
 
 class MiddleFrame(Dataset):
@@ -66,18 +68,54 @@ def build_datasets(config: Mapping[str, Any]) -> tuple[Dataset, Dataset, int]:
             return MiddleFrame(train), MiddleFrame(val), num_classes
         return train, val, num_classes
     if dataset == "video_folder":
-        root = options.pop("root")
+        root = options.pop("root", None)
+        if root is None:
+            raise ValueError("data config for 'video_folder' needs 'root' (the dataset folder)")
         train_split = options.pop("train_split", None)
         val_split = options.pop("val_split", None)
-        train = VideoFolder(root, split_file=train_split, **options)
+        if train_split is None or val_split is None:
+            raise ValueError(
+                "data config for 'video_folder' needs 'train_split' and 'val_split' (split "
+                "files listing each video once): a study never validates on its training videos"
+            )
+        if str(train_split) == str(val_split):
+            raise ValueError(
+                f"train_split and val_split are the same file ({train_split}): a study never "
+                "validates on its training videos"
+            )
+        seed = options.pop("sampling_seed", options.pop("seed", 0))
+        train = VideoFolder(root, split_file=train_split, seed=seed, **options)
         val = VideoFolder(
             root,
             split_file=val_split,
             sampling="uniform",
             **{k: v for k, v in options.items() if k != "sampling"},
         )
+        _check_same_classes(train, val)
         return train, val, len(train.classes)
     raise ValueError(f"unknown dataset {dataset!r}")
+
+
+def _check_same_classes(train: Any, val: Any) -> None:
+    if list(train.classes) != list(val.classes):
+        raise ValueError(
+            f"training and validation splits have different classes: "
+            f"{sorted(set(train.classes) ^ set(val.classes))} appear in only one of them"
+        )
+
+
+def build_probe_set(config: Mapping[str, Any]) -> Dataset:
+    """The clips every cell of a study probes: the same for every stem and replicate seed.
+
+    Synthetic datasets draw them from their own stream of the study's base data seed; a video
+    folder uses its validation split (centre clips).
+    """
+    options = dict(config)
+    if options.get("dataset") in ("synthetic_motion", "synthetic_frames"):
+        options["seed"] = int(options.get("seed", 0)) + _PROBE_SEED_OFFSET - _VAL_SEED_OFFSET
+        return build_datasets(options)[1]
+    options.pop("sampling_seed", None)
+    return build_datasets(options)[1]
 
 
 def first_batch(

@@ -11,9 +11,13 @@ from typing import Any
 
 from stemlab._validation import check_choice, check_positive_float, check_positive_int
 
-__all__ = ["PROBES", "Cell", "Study", "config_hash"]
+__all__ = ["PROBES", "PROFILE_PROBES", "Cell", "Study", "config_hash"]
 
-PROBES = ("flops", "latency", "activations", "grad_cam", "filters")
+PROBES = ("flops", "activations", "grad_cam", "filters")
+"""Probes a study runs on its trained models unless it lists others."""
+PROFILE_PROBES = ("flops", "activations", "latency")
+"""Probes run on every full-size profiling model."""
+STEM_INITS = ("transfer", "random")
 DATASETS = ("synthetic_motion", "synthetic_frames", "video_folder")
 
 
@@ -96,8 +100,21 @@ class Study:
             cells use the stems as specified.
         quick: overrides applied by ``--quick`` (same keys as above; dicts merge).
         description: one paragraph for the report.
-        findings: ``None`` or the names of the stems that a report's findings compare against
-            the frame-wise baseline: ``{"baseline": "r2d", "temporal": ["basic", ...]}``.
+        baseline: the reference stem: findings compare every other stem with it (paired by
+            seed) and CKA measures each stem's distance from it; default: the first stem.
+        gradcam_layer: the layer Grad-CAM explains; default: the deepest stage whose maps are at
+            least 8x8 at the study's input.
+        probe_options: options handed to the probes (``probe_samples``, ``ablation_samples``...).
+        profile_probes: probes run on the full-size profiling models.
+        weights: ``None`` (train from scratch), a checkpoint path or torchvision weights name for
+            every backbone, or a mapping backbone -> source.
+        stem_init: ``"transfer"`` (adapt the checkpoint's stem weights to other stems where the
+            maths allows) or ``"random"``.
+        freeze: ``None``/``"none"``, ``"backbone"`` (train the head only) or a list of module or
+            stage names kept fixed during training.
+        head_lr_multiplier: learning-rate factor of the classifier (10 for new heads on
+            pretrained backbones, as in C3D fine-tuning).
+        findings: deprecated spelling of ``baseline``: ``{"baseline": "r2d"}``.
     """
 
     name: str
@@ -112,6 +129,14 @@ class Study:
     stem_width_multiplier: float = 1.0
     quick: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    baseline: str | None = None
+    gradcam_layer: str | None = None
+    probe_options: Mapping[str, Any] = field(default_factory=dict)
+    profile_probes: Sequence[str] = PROFILE_PROBES
+    weights: str | Mapping[str, str] | None = None
+    stem_init: str = "transfer"
+    freeze: str | Sequence[str] | None = None
+    head_lr_multiplier: float | None = None
     findings: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -137,8 +162,29 @@ class Study:
             raise ValueError(f"Study stems repeat: {list(self.stems)}")
         dataset = self.data.get("dataset") if isinstance(self.data, Mapping) else None
         check_choice("data['dataset']", dataset, DATASETS)
+        from stemlab.probes.contract import probe_names
+
         for probe in self.probes:
-            check_choice("probes", probe, PROBES)
+            check_choice("probes", probe, probe_names("trained"))
+        for probe in self.profile_probes:
+            check_choice("profile_probes", probe, probe_names("profile"))
+        if self.baseline is not None:
+            check_choice("baseline", self.baseline, list(self.stems))
+        check_choice("stem_init", self.stem_init, STEM_INITS)
+        if self.head_lr_multiplier is not None:
+            check_positive_float("head_lr_multiplier", self.head_lr_multiplier)
+        if self.weights is not None and not isinstance(self.weights, (str, Mapping)):
+            raise TypeError(
+                "Study weights must be None, a path / torchvision weights name, or a mapping "
+                f"backbone -> source, got {type(self.weights).__name__}"
+            )
+        if isinstance(self.weights, Mapping):
+            unknown = sorted(set(self.weights) - set(self.backbones))
+            if unknown:
+                raise ValueError(
+                    f"Study weights name backbones not in the study: {unknown}; "
+                    f"the study's backbones: {sorted(self.backbones)}"
+                )
         check_positive_int("latency_runs", self.latency_runs)
         check_positive_float("stem_width_multiplier", self.stem_width_multiplier)
         allowed = {f.name for f in fields(self)} - {"name", "quick"}
@@ -148,6 +194,7 @@ class Study:
                 f"Study quick overrides unknown fields {unknown}; allowed: {sorted(allowed)}"
             )
         _plain(self.data), _plain(self.training), _plain(dict(self.backbones))
+        _plain(self.probe_options), _plain(self.weights), _plain(self.freeze)
         if self.profile is not None:
             _plain(self.profile)
 
@@ -161,6 +208,33 @@ class Study:
             else:
                 changes[key] = value
         return replace(self, quick={}, **changes)
+
+    @property
+    def reference_stem(self) -> str:
+        """The stem every other stem is compared with (``baseline``, else the first stem)."""
+        if self.baseline is not None:
+            return self.baseline
+        legacy = (self.findings or {}).get("baseline")
+        if legacy is not None and legacy in self.stems:
+            return str(legacy)
+        return str(self.stems[0])
+
+    def _train_options(self) -> dict[str, Any]:
+        """Options of the training cells that only appear when set (old cells keep their keys)."""
+        options: dict[str, Any] = {}
+        probe_options = dict(self.probe_options)
+        if self.gradcam_layer is not None:
+            probe_options["gradcam_layer"] = self.gradcam_layer
+        if probe_options:
+            options["probe_options"] = probe_options
+        if self.weights is not None:
+            options["weights"] = self.weights
+            options["stem_init"] = self.stem_init
+        if self.freeze is not None and self.freeze != "none":
+            options["freeze"] = self.freeze
+        if self.head_lr_multiplier is not None:
+            options["head_lr_multiplier"] = self.head_lr_multiplier
+        return options
 
     def cells(self) -> list[Cell]:
         """Training cells (backbone x stem x seed) then profiling cells (one per stem)."""
@@ -183,6 +257,7 @@ class Study:
                                     "data": self.data,
                                     "training": self.training,
                                     "probes": list(self.probes),
+                                    **self._train_options(),
                                 }
                             ),
                         )
@@ -207,6 +282,7 @@ class Study:
                                 "input": self.profile["input"],
                                 "latency_runs": self.latency_runs,
                                 "num_classes": self.profile.get("num_classes", 400),
+                                "probes": list(self.profile_probes),
                             }
                         ),
                     )

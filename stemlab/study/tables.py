@@ -1,4 +1,9 @@
-"""Consolidate cell records into the study's tidy tables (``tables/*.csv``)."""
+"""Consolidate cell records into the study's tidy tables (``tables/*.csv``).
+
+The tables are whatever the cells' probes produced: each probe's rows go to the tables it
+declares, its metrics to the ``cells`` table and its declared columns to the ``summary``; probes
+with a ``combine`` step add cross-cell tables (CKA between cells, for instance).
+"""
 
 from __future__ import annotations
 
@@ -9,114 +14,159 @@ from typing import Any
 
 import pandas as pd
 
+from stemlab.probes.contract import StudyView, get_probe, probe_names
 from stemlab.study.spec import Cell
 from stemlab.study.store import CellStore, atomic_write_text
 
-__all__ = ["TABLES", "build_tables", "read_tables", "write_tables"]
+__all__ = ["CORE_TABLES", "build_tables", "read_tables", "summary_columns", "write_tables"]
 
-TABLES = ("summary", "cells", "epochs", "activations", "flops", "latency", "filters")
+CORE_TABLES = ("summary", "cells", "epochs")
 
-PROFILE_COLUMNS = (
-    "params",
-    "gflops",
-    "gflops_conv_linear",
-    "latency_ms",
-    "latency_fwd_bwd_ms",
-    "stem_params",
-    "stem_gflops",
+TRAINED_COLUMNS = (
+    ("top1", "validation top-1 of the trained CPU-scale model (mean over seeds)"),
+    ("top5", "validation top-5 (hidden when the task has 5 classes or fewer)"),
+    ("train_stem_width", "stem output channels of the trained model"),
+    ("train_params", "parameters of the trained model"),
+    ("train_seconds", "training wall time per seed (s)"),
+    ("weights_loaded", "checkpoint tensors loaded as they are"),
+    ("weights_transferred", "checkpoint tensors adapted to the new stem"),
+    ("weights_initialized", "tensors with no checkpoint counterpart (new)"),
+    ("transfer_error", "largest relative error of a transferred stem tensor"),
+    ("transfer_feature_rel_error", "pretrained features after the stem change vs before"),
+    ("transfer_feature_cosine", "cosine of pretrained features after vs before the stem change"),
 )
-"""Summary columns taken from the (backbone, stem)'s profiling cell."""
-
-SUMMARY_COLUMNS = [
-    "backbone",
-    "stem",
-    *PROFILE_COLUMNS,
-    "top1_mean",
-    "top1_std",
-    "top5_mean",
-    "n_seeds",
-    "n_failed",
-    "train_stem_width",
-    "train_params",
-    "train_gflops",
-    "dead_channel_fraction",
-    "gradcam_on_object",
-    "object_area",
-    "filter_temporal_energy",
-    "train_seconds",
-]
 
 
-def _tag(rows: list[dict[str, Any]], **tags: Any) -> list[dict[str, Any]]:
-    return [{**tags, **row} for row in rows]
+def summary_columns(probes: Sequence[str]) -> list[tuple[str, str, str]]:
+    """``(column, source, description)`` of every summary column the probes declare."""
+    columns = []
+    for name in probes:
+        for column in get_probe(name).summary:
+            columns.append((column.name, column.source, column.description))
+    return columns
 
 
-def build_tables(cells: Sequence[Cell], store: CellStore) -> dict[str, pd.DataFrame]:
-    """Tables of the cells in ``cells`` (records of other grids in the store are ignored).
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
-    Returns:
-        name -> DataFrame for every name in :data:`TABLES`; cells not yet run are absent.
-    """
-    cell_rows, epochs, activations, flops, latency, filters = [], [], [], [], [], []
+
+def _cell_rows(cells: Sequence[Cell], store: CellStore) -> tuple[list, dict[str, list], list]:
+    cell_rows: list[dict[str, Any]] = []
+    probe_rows: dict[str, list[dict[str, Any]]] = {}
+    epochs: list[dict[str, Any]] = []
     for cell in cells:
         record = store.read(cell.key)
         if record is None:
             continue
         config = record["config"]
-        tags = {"key": cell.key, "backbone": config["backbone"], "stem": config["stem"]}
+        tags: dict[str, Any] = {
+            "key": cell.key,
+            "backbone": config["backbone"],
+            "stem": config["stem"],
+        }
         if cell.kind == "train":
-            tags["seed"] = config["seed"]
-        result = record.get("result", {})
+            tags["seed"] = _int_or_none(config.get("seed"))
+        result = record.get("result") or {}
         cell_rows.append(
             {
                 **tags,
                 "kind": cell.kind,
-                "status": record["status"],
+                "status": record.get("status"),
                 "error": record.get("error"),
                 "seconds": record.get("seconds"),
-                **result.get("metrics", {}),
+                **(result.get("metrics") or {}),
+                **{f"seconds_{k}": v for k, v in (result.get("probe_seconds") or {}).items()},
             }
         )
-        if record["status"] != "ok":
+        if record.get("status") != "ok":
             continue
         source = "trained" if cell.kind == "train" else "profile"
-        epochs += _tag(result.get("epochs", []), **tags)
-        activations += _tag(result.get("activations", []), source=source, **tags)
-        flops += _tag(result.get("flops", []), **tags)
-        latency += _tag(result.get("latency", []), **tags)
-        filters += _tag(result.get("filters", []), **tags)
-    tables = {
-        "cells": pd.DataFrame(cell_rows),
-        "epochs": pd.DataFrame(epochs),
-        "activations": pd.DataFrame(activations),
-        "flops": pd.DataFrame(flops),
-        "latency": pd.DataFrame(latency),
-        "filters": pd.DataFrame(filters),
-    }
-    tables["summary"] = _summary(cells, tables["cells"])
+        epochs += [{**tags, **row} for row in result.get("epochs", [])]
+        for table, rows in (result.get("tables") or {}).items():
+            probe_rows.setdefault(table, []).extend(
+                {**tags, "source": source, **row} for row in rows
+            )
+    return cell_rows, probe_rows, epochs
+
+
+def build_tables(
+    cells: Sequence[Cell],
+    store: CellStore,
+    *,
+    config: dict[str, Any] | None = None,
+    baseline: str | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Tables of the cells in ``cells`` (records of other grids in the store are ignored).
+
+    Args:
+        cells: the study's grid.
+        store: where the records are.
+        config: the study config (handed to the probes' ``combine`` steps).
+        baseline: the study's reference stem.
+
+    Returns:
+        name -> DataFrame: ``summary``, ``cells``, ``epochs`` and every probe table.
+    """
+    cell_rows, probe_rows, epochs = _cell_rows(cells, store)
+    cell_table = pd.DataFrame(cell_rows)
+    if "seed" in cell_table:
+        cell_table["seed"] = cell_table["seed"].astype("Int64")
+    tables: dict[str, pd.DataFrame] = {"cells": cell_table, "epochs": pd.DataFrame(epochs)}
+    for table, rows in probe_rows.items():
+        tables[table] = pd.DataFrame(rows)
+    probes = _study_probes(cells)
+    tables["summary"] = _summary(cells, cell_table, probes)
+    view = StudyView(
+        config=config or {},
+        cells=cell_table,
+        summary=tables["summary"],
+        tables=tables,
+        arrays=store.read_arrays,
+        baseline=baseline,
+    )
+    for name in probes:
+        probe = get_probe(name)
+        if probe.combine is not None and not cell_table.empty:
+            tables.update(probe.combine(view))
     return tables
 
 
-def _summary(cells: Sequence[Cell], cell_table: pd.DataFrame) -> pd.DataFrame:
+def _study_probes(cells: Sequence[Cell]) -> list[str]:
+    """Probes the grid runs, in report order."""
+    listed: set[str] = set()
+    for cell in cells:
+        listed.update(cell.config.get("probes", []))
+    return [name for name in probe_names() if name in listed]
+
+
+def _summary(cells: Sequence[Cell], cell_table: pd.DataFrame, probes: list[str]) -> pd.DataFrame:
     """One row per (training backbone, stem), in the study's order."""
     pairs: list[tuple[str, str]] = []
     for cell in cells:
         pair = (cell.config["backbone"], cell.config["stem"])
         if cell.kind == "train" and pair not in pairs:
             pairs.append(pair)
+    declared = summary_columns(probes)
+    profile_columns = [c for c, source, _ in declared if source == "profile"]
+    trained_columns = [c for c, _ in TRAINED_COLUMNS] + [
+        c for c, source, _ in declared if source == "trained"
+    ]
     profiles: dict[tuple[str, str], dict[str, Any]] = {}
     profile_by_stem: dict[str, dict[str, Any]] = {}
     if not cell_table.empty:
         done = cell_table[(cell_table["kind"] == "profile") & (cell_table["status"] == "ok")]
         for _, row in done.iterrows():
             profiles[(row["backbone"], row["stem"])] = row.to_dict()
-            profile_by_stem[row["stem"]] = row.to_dict()
+            profile_by_stem.setdefault(row["stem"], row.to_dict())
     rows = []
     for backbone, stem in pairs:
         row: dict[str, Any] = {"backbone": backbone, "stem": stem}
-        # the same backbone profiled at full size, else the study's single profiling backbone
         profile = profiles.get((backbone, stem), profile_by_stem.get(stem, {}))
-        for column in PROFILE_COLUMNS:
+        row["profile_backbone"] = profile.get("backbone")
+        for column in profile_columns:
             row[column] = profile.get(column)
         trained = (
             cell_table[
@@ -130,24 +180,21 @@ def _summary(cells: Sequence[Cell], cell_table: pd.DataFrame) -> pd.DataFrame:
         ok = trained[trained["status"] == "ok"] if not trained.empty else trained
         row["n_seeds"] = len(ok)
         row["n_failed"] = len(trained) - len(ok)
-        if len(ok):
+        if len(ok) and "top1" in ok:
             row["top1_mean"] = ok["top1"].mean()
             row["top1_std"] = ok["top1"].std(ddof=1) if len(ok) > 1 else float("nan")
-            for column, source in (
-                ("top5_mean", "top5"),
-                ("train_stem_width", "train_stem_width"),
-                ("train_params", "train_params"),
-                ("train_gflops", "train_gflops"),
-                ("dead_channel_fraction", "dead_channel_fraction"),
-                ("gradcam_on_object", "gradcam_on_object"),
-                ("object_area", "object_area"),
-                ("filter_temporal_energy", "filter_temporal_energy"),
-                ("train_seconds", "train_seconds"),
-            ):
-                if source in ok:
-                    row[column] = ok[source].mean()
+            for column in trained_columns:
+                if column == "top1" or column not in ok or ok[column].isna().all():
+                    continue
+                name = "top5_mean" if column == "top5" else column
+                values = pd.to_numeric(ok[column], errors="coerce")
+                row[name] = values.mean() if values.notna().any() else ok[column].iloc[0]
         rows.append(row)
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    frame = pd.DataFrame(rows)
+    if "n_seeds" in frame:
+        frame["n_seeds"] = frame["n_seeds"].astype(int)
+        frame["n_failed"] = frame["n_failed"].astype(int)
+    return frame
 
 
 def write_tables(tables: dict[str, pd.DataFrame], directory: str | Path) -> list[Path]:
@@ -164,13 +211,14 @@ def write_tables(tables: dict[str, pd.DataFrame], directory: str | Path) -> list
 
 
 def read_tables(directory: str | Path) -> dict[str, pd.DataFrame]:
-    """Read back the tables :func:`write_tables` wrote (missing or empty files -> empty frames)."""
+    """Read back every ``*.csv`` :func:`write_tables` wrote (empty files -> empty frames)."""
     directory = Path(directory)
-    tables = {}
-    for name in TABLES:
-        path = directory / f"{name}.csv"
+    tables = {name: pd.DataFrame() for name in CORE_TABLES}
+    for path in sorted(directory.glob("*.csv")):
         try:
-            tables[name] = pd.read_csv(path)
-        except (FileNotFoundError, pd.errors.EmptyDataError):
-            tables[name] = pd.DataFrame()
+            tables[path.stem] = pd.read_csv(path)
+        except pd.errors.EmptyDataError:
+            tables[path.stem] = pd.DataFrame()
+    if "seed" in tables["cells"]:
+        tables["cells"]["seed"] = tables["cells"]["seed"].astype("Int64")
     return tables

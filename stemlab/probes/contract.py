@@ -1,0 +1,249 @@
+"""The probe contract: how a probe runs inside a study cell and what it adds to the report.
+
+A probe module declares one :class:`StudyProbe` and registers it with :func:`register_probe`.
+The study layer runs the registered probes a cell asks for and stores what they return; the
+report layer asks each probe for its cross-cell tables, figures and findings. Nothing outside the
+probe's module names its metrics, so adding a probe is its module plus its test::
+
+             study cell                                   report
+    model, probe batch, data  --run-->  ProbeOutput   --combine/figures/findings-->
+                                 (metrics, rows, arrays)     (StudyView: summary, tables,
+                                                              cells, arrays, compare)
+
+This module sits in the probes layer: it imports nothing from ``stemlab.study`` or
+``stemlab.report``; the report hands in what findings need (``StudyView.compare``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "CellContext",
+    "FigureSpec",
+    "ProbeOutput",
+    "StudyProbe",
+    "StudyView",
+    "SummaryColumn",
+    "get_probe",
+    "probe_names",
+    "register_probe",
+]
+
+Source = Literal["trained", "profile"]
+
+
+@dataclass(frozen=True)
+class SummaryColumn:
+    """A column a probe adds to the study summary (one row per backbone x stem).
+
+    Attributes:
+        name: column name; also the cell metric it is made from.
+        description: one sentence for the report's legend (what, on which model, which unit).
+        source: ``"trained"`` (mean over the seeds of the training cells) or ``"profile"``
+            (the full-size profiling cell's value).
+    """
+
+    name: str
+    description: str
+    source: Source = "trained"
+
+
+@dataclass
+class CellContext:
+    """What a probe sees inside one study cell.
+
+    Attributes:
+        kind: ``"trained"`` (a trained CPU-scale model) or ``"profile"`` (a full-size model at
+            the profiling input, random weights).
+        model: the model, in eval mode, on ``device``; probes must leave it as they found it.
+        inputs: the probe batch (trained: the first validation clips; profile: the random input).
+        labels: labels of ``inputs`` (trained cells only).
+        masks: object masks of ``inputs`` where the dataset has them.
+        batches: a callable returning an iterable of validation batches ``(clip, label, ...)``
+            (trained cells only); the same clips, in the same order, for every stem and seed.
+        config: the cell's config.
+        options: study-level options (``gradcam_layer``, ``latency_runs``, ``num_classes``...).
+        device: where the model lives.
+    """
+
+    kind: Source
+    model: nn.Module
+    inputs: torch.Tensor
+    config: Mapping[str, Any]
+    device: torch.device
+    labels: torch.Tensor | None = None
+    masks: torch.Tensor | None = None
+    batches: Callable[[], Iterable[Sequence[Any]]] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ProbeOutput:
+    """What a probe returns from a cell.
+
+    Attributes:
+        metrics: scalars for the cell's row (and the summary, where declared).
+        tables: table name -> rows (dicts) for ``tables/<name>.csv``.
+        arrays: name -> array, stored in the cell's ``.npz`` (keep them small).
+    """
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A figure the report draws: file name (no extension), caption, and a maker."""
+
+    name: str
+    caption: str
+    make: Callable[[], Figure]
+
+
+@dataclass
+class StudyView:
+    """Everything a probe's ``combine``, ``figures`` and ``findings`` may read.
+
+    Attributes:
+        config: the study config (``Study.to_config()``).
+        cells: one row per cell: key, kind, status, backbone, stem, seed (int) and its metrics.
+        summary: one row per (backbone, stem) with every declared summary column.
+        tables: every table by name (probe rows and combined tables).
+        arrays: ``key -> {name: array}`` reader of a cell's stored arrays.
+        compare: :func:`stemlab.report.compare` (bound by the report layer).
+        baseline: the study's reference stem.
+    """
+
+    config: Mapping[str, Any]
+    cells: pd.DataFrame
+    summary: pd.DataFrame
+    tables: dict[str, pd.DataFrame]
+    arrays: Callable[[str], dict[str, np.ndarray]]
+    compare: Callable[..., pd.DataFrame] | None = None
+    baseline: str | None = None
+
+    def trained(self) -> pd.DataFrame:
+        """Finished training cells."""
+        cells = self.cells
+        if cells.empty:
+            return cells
+        return cells[(cells["kind"] == "train") & (cells["status"] == "ok")]
+
+    def first_seed_cells(self) -> pd.DataFrame:
+        """The finished training cell with the smallest seed of each (backbone, stem)."""
+        trained = self.trained()
+        if trained.empty:
+            return trained
+        return trained.sort_values("seed", kind="stable").drop_duplicates(["backbone", "stem"])
+
+    def single_backbone(self) -> bool:
+        """Whether the study trains one backbone (labels then name only the stem)."""
+        return self.cells.empty or self.cells["backbone"].nunique() == 1
+
+    def label(self, backbone: str, stem: str) -> str:
+        """``stem``, or ``backbone/stem`` when the study has several backbones."""
+        return stem if self.single_backbone() else f"{backbone}/{stem}"
+
+
+@dataclass(frozen=True)
+class StudyProbe:
+    """A probe's declaration.
+
+    Attributes:
+        name: the name studies list in ``probes=``.
+        description: one line for ``stemlab list`` and the report.
+        runs_on: ``"trained"`` and/or ``"profile"`` cells.
+        needs: what :attr:`run` reads from the context beyond the model and probe batch:
+            ``"labels"``, ``"masks"``, ``"data"`` (the validation batches).
+        run: ``CellContext -> ProbeOutput``.
+        tables: names of the tables its rows go to.
+        summary: the summary columns it provides.
+        combine: ``StudyView -> {table: DataFrame}``: cross-cell tables built from stored results.
+        figures: ``StudyView -> [FigureSpec]``.
+        findings: ``StudyView -> [sentence]``: what its numbers support, with intervals.
+        order: position in reports (lower first).
+    """
+
+    name: str
+    description: str
+    run: Callable[[CellContext], ProbeOutput]
+    runs_on: frozenset[str] = frozenset({"trained"})
+    needs: frozenset[str] = frozenset()
+    tables: tuple[str, ...] = ()
+    summary: tuple[SummaryColumn, ...] = ()
+    combine: Callable[[StudyView], dict[str, pd.DataFrame]] | None = None
+    figures: Callable[[StudyView], list[FigureSpec]] | None = None
+    findings: Callable[[StudyView], list[str]] | None = None
+    order: int = 50
+
+
+_PROBES: dict[str, StudyProbe] = {}
+
+
+def register_probe(probe: StudyProbe) -> StudyProbe:
+    """Register ``probe`` under its name and return it.
+
+    Raises:
+        TypeError: if ``probe`` is not a :class:`StudyProbe`.
+        ValueError: if the name is taken or ``runs_on`` / ``needs`` name unknown things.
+    """
+    if not isinstance(probe, StudyProbe):
+        raise TypeError(f"probe must be a StudyProbe, got {type(probe).__name__}")
+    if probe.name in _PROBES and _PROBES[probe.name] is not probe:
+        raise ValueError(f"a probe named {probe.name!r} is already registered")
+    unknown = set(probe.runs_on) - {"trained", "profile"}
+    if unknown or not probe.runs_on:
+        raise ValueError(
+            f"probe {probe.name!r}: runs_on must be a non-empty subset of "
+            f"{{'trained', 'profile'}}, got {sorted(probe.runs_on)}"
+        )
+    unknown = set(probe.needs) - {"labels", "masks", "data"}
+    if unknown:
+        raise ValueError(
+            f"probe {probe.name!r}: needs {sorted(unknown)} unknown; allowed: labels, masks, data"
+        )
+    _PROBES[probe.name] = probe
+    return probe
+
+
+def _load_builtin() -> None:
+    # the built-in probes register themselves when their modules are imported
+    import stemlab.probes  # noqa: F401
+
+
+def probe_names(runs_on: Source | None = None) -> list[str]:
+    """Registered probe names in report order (optionally only those for one kind of cell)."""
+    _load_builtin()
+    probes = sorted(_PROBES.values(), key=lambda p: (p.order, p.name))
+    return [p.name for p in probes if runs_on is None or runs_on in p.runs_on]
+
+
+def get_probe(name: str) -> StudyProbe:
+    """The registered probe called ``name``.
+
+    Raises:
+        ValueError: unknown name (with close matches).
+    """
+    from stemlab._validation import check_choice
+
+    _load_builtin()
+    check_choice("probe", name, sorted(_PROBES))
+    return _PROBES[name]
+
+
+def iter_probes(names: Iterable[str]) -> Iterator[StudyProbe]:
+    """The probes called ``names``, in report order."""
+    probes = [get_probe(n) for n in names]
+    yield from sorted(probes, key=lambda p: (p.order, p.name))
