@@ -252,3 +252,56 @@ def test_prepare_ucf101(tmp_path: Path) -> None:
     assert again.num_videos == 3  # existing links are kept
     with pytest.raises(ValueError, match="link"):
         prepare_ucf101(flat, out, link="teleport")
+
+
+def test_class_without_readable_video_is_dropped(tmp_path: Path) -> None:
+    root = tmp_path / "videos"
+    write_video(root / "clap" / "a.mp4", 6, size=(16, 16))
+    (root / "dance" / "broken.mp4").parent.mkdir(parents=True)
+    (root / "dance" / "broken.mp4").write_bytes(b"\x00garbage" * 50)
+    (root / "empty_folder").mkdir()
+    write_video(root / "wave" / "b.mp4", 6, size=(16, 16))
+    write_video(root / "wave" / "c.mp4", 6, size=(16, 16))
+    with pytest.warns(UserWarning) as caught:
+        ds = VideoFolder(root, clip_len=2, size=8, **plain())
+    messages = [str(w.message) for w in caught]
+    dropped = [m for m in messages if "dropped 2 class folder" in m]
+    assert len(dropped) == 1 and "dance, empty_folder" in dropped[0]
+    assert ds.empty_classes == ["dance", "empty_folder"]
+    assert ds.classes == ["clap", "wave"]
+    assert ds.class_to_idx == {"clap": 0, "wave": 1}
+    assert [(Path(p).name, y) for p, y in ds.samples] == [("a.mp4", 0), ("b.mp4", 1), ("c.mp4", 1)]
+    assert [Path(p).name for p, _ in ds.skipped] == ["broken.mp4"]
+    assert ds[2][1] == 1 and ds[2][0].shape == (3, 2, 8, 8)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        full = VideoFolder(root / "wave", clip_len=2, size=8, **plain())  # no class folders
+    assert full.classes == [] and full.empty_classes == [] and len(full) == 0
+
+
+def test_split_file_drops_unreadable_classes_keeps_unlisted_ones(tmp_path: Path) -> None:
+    root = tmp_path / "videos"
+    for name in ("w/d.mp4", "x/a.mp4", "z/c.mp4"):
+        write_video(root / name, 4, size=(16, 16))
+    (root / "y").mkdir()
+    (root / "y" / "b.mp4").write_bytes(b"\x00garbage" * 50)
+    split = root / "trainlist01.txt"
+    split.write_text("x/a.mp4 1\ny/b.mp4 2\nz/c.mp4 3\n")  # w has a video but is not listed
+    with pytest.warns(UserWarning, match=r"dropped 1 class folder.* in trainlist01.txt: y;"):
+        ds = VideoFolder(root, clip_len=2, size=8, split_file=split, **plain())
+    assert ds.classes == ["w", "x", "z"] and ds.targets == [1, 2] and ds.empty_classes == ["y"]
+
+
+def test_prepare_ucf101_from_the_official_nested_archive(tmp_path: Path) -> None:
+    archive = tmp_path / "UCF-101"
+    for name in ("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi", "Archery/v_Archery_g02_c03.avi"):
+        write_video(archive / name, 4, size=(16, 16))
+    out = archive / "arranged"  # even an output folder inside the archive is not re-read
+    first = prepare_ucf101(archive, out, progress=False)
+    again = prepare_ucf101(archive, out, progress=False)
+    assert first.classes == again.classes == ["ApplyEyeMakeup", "Archery"]
+    assert first.num_videos == again.num_videos == 2 and again.unmatched == []
+    assert (out / "Archery" / "v_Archery_g02_c03.avi").resolve() == (
+        archive / "Archery" / "v_Archery_g02_c03.avi"
+    ).resolve()

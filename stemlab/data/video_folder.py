@@ -54,7 +54,11 @@ class VideoFolder(Dataset):
     ``(path, reason)`` with one warning giving the count. A file that fails later, while a clip is
     decoded, is added to ``.skipped`` and replaced by the next readable sample (with a warning), so
     a pass over the data never stops on a bad file. Under DataLoader workers that late record stays
-    in the worker's copy of the dataset; the warning still reaches the log.
+    in the worker's copy of the dataset; the warning still reaches the log. A class folder left
+    with no readable video (after the split file, if any) is dropped from ``.classes`` with a
+    warning naming it and listed in ``.empty_classes``; labels stay contiguous (``0..C-1`` over the
+    remaining classes, in sorted order). A class with videos that the split file just does not
+    list is kept, so that two splits of one root number their classes alike.
 
     Args:
         root: the folder holding one sub-folder per class (files directly in ``root`` are ignored).
@@ -123,9 +127,12 @@ class VideoFolder(Dataset):
         self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
         self.skipped: list[tuple[str, str]] = []
         candidates = self._find_files()
+        with_videos = {y for p, y in candidates if p.lower().endswith(VIDEO_EXTENSIONS)}
         if split_file is not None:
             candidates = self._apply_split(candidates, Path(split_file))
         candidates = self._keep_videos(candidates)
+        # A class the split file does not list keeps its label (two splits of a root agree).
+        unlisted = with_videos - {y for _, y in candidates}
 
         self.samples: list[tuple[str, int]] = []
         self._info: list[VideoInfo | None] = []
@@ -147,6 +154,29 @@ class VideoFolder(Dataset):
                 "(unreadable, corrupt, not a video or missing); see .skipped for the reasons",
                 stacklevel=2,
             )
+        self.empty_classes: list[str] = self._drop_empty_classes(keep=unlisted)
+        if self.empty_classes:
+            warnings.warn(
+                f"VideoFolder dropped {len(self.empty_classes)} class folder(s) under "
+                f"{os.fspath(self.root)!r} with no readable video"
+                f"{' in ' + Path(split_file).name if split_file is not None else ''}: "
+                f"{', '.join(self.empty_classes)}; labels are renumbered over the "
+                f"{len(self.classes)} remaining classes (see .empty_classes)",
+                stacklevel=2,
+            )
+
+    def _drop_empty_classes(self, *, keep: set[int]) -> list[str]:
+        """Drop classes without a sample (except ``keep``), renumber labels; return dropped names."""
+        used = sorted({label for _, label in self.samples} | keep)
+        if len(used) == len(self.classes):
+            return []
+        kept = set(used)
+        empty = [name for index, name in enumerate(self.classes) if index not in kept]
+        new_label = {old: new for new, old in enumerate(used)}
+        self.classes = [self.classes[old] for old in used]
+        self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
+        self.samples = [(path, new_label[label]) for path, label in self.samples]
+        return empty
 
     @staticmethod
     def _channel_stats(argument: str, value: Sequence[float]) -> torch.Tensor:
@@ -290,7 +320,7 @@ def prepare_ucf101(
     link: str = "symlink",
     progress: bool = True,
 ) -> UCF101Layout:
-    """Turn UCF101's flat ``v_<Class>_gXX_cXX.avi`` folder into a class-per-folder layout.
+    """Turn UCF101's ``v_<Class>_gXX_cXX.avi`` files into a class-per-folder layout with its splits.
 
     With ``split_dir`` (the official ``ucfTrainTestlist`` folder) the class folder of each video is
     taken from the split files, which also fixes the one class whose file names are spelled
@@ -299,7 +329,8 @@ def prepare_ucf101(
     works. Existing destination files are kept, so the call can be repeated.
 
     Args:
-        flat_dir: the folder with every ``.avi`` file.
+        flat_dir: the folder with every ``.avi`` file, directly or in sub-folders (the official
+            ``UCF-101/<Class>/`` archive layout works as it is).
         out_dir: where to build ``out_dir/<Class>/v_*.avi``.
         split_dir: optional folder with ``trainlist0N.txt`` / ``testlist0N.txt`` / ``classInd.txt``.
         link: ``"symlink"``, ``"hardlink"``, ``"copy"`` or ``"move"``.
@@ -336,7 +367,14 @@ def prepare_ucf101(
                         folder_of[name] = folder
 
     placed, unmatched, classes = 0, [], set()
-    files = sorted(p for p in flat.iterdir() if p.is_file())
+    inside_out = out.resolve()
+    files = sorted(
+        p
+        for p in flat.rglob("*")
+        if p.is_file()
+        and not p.name.startswith(".")
+        and not p.parent.resolve().is_relative_to(inside_out)
+    )
     for path in tqdm(files, desc="arranging UCF101", unit="file", disable=not progress):
         match = _UCF101_NAME.match(path.name)
         if match is None:
