@@ -8,11 +8,11 @@
 """
 
 from stemlab.weights.checkpoint import (
-    TORCHVISION_WEIGHTS,
     Checkpoint,
     UnsafeCheckpointError,
     read_checkpoint,
     resolve_torchvision_weights,
+    torchvision_weights_enums,
     torchvision_weights_path,
 )
 from stemlab.weights.load import guess_backbones, load_weights
@@ -22,7 +22,6 @@ from stemlab.weights.transfer import STEM_TRANSFERS, NoTransfer, resize_kernel, 
 __all__ = [
     "ACTIONS",
     "STEM_TRANSFERS",
-    "TORCHVISION_WEIGHTS",
     "Checkpoint",
     "NoTransfer",
     "UnsafeCheckpointError",
@@ -32,6 +31,7 @@ __all__ = [
     "resize_kernel",
     "resolve_torchvision_weights",
     "summarize_report",
+    "torchvision_weights_enums",
     "torchvision_weights_path",
     "transfer_stem",
 ]

@@ -12,16 +12,17 @@ import torch
 from torch import nn
 
 from stemlab._validation import check_choice
+from stemlab.backbones.build import build_backbone
+from stemlab.backbones.layout import Layout, layout_of
 from stemlab.weights.checkpoint import Checkpoint, WeightsSource, read_checkpoint
 from stemlab.weights.report import Action, ReportRow, build_report
 from stemlab.weights.transfer import NoTransfer, StemTransfer, stem_output_width, transfer_stem
+from stemlab.weights.transfer.inflate import inflate_2d_to_3d, is_2d_checkpoint
 
 __all__ = ["StemInit", "load_weights"]
 
 StemInit = Literal["transfer", "random"]
 
-_STEM = "stem."
-_BLOCK = "layer1.0."
 # torchvision's 2-D ResNets name their stem conv1/bn1; stemlab's stems are Sequentials.
 _TORCHVISION_2D_STEM = {"conv1.": "0.", "bn1.": "1."}
 
@@ -30,20 +31,30 @@ def _shape(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(t.shape)
 
 
-def _head_keys(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
-    """Keys of the classifier: the last ``nn.Linear`` outside the stem."""
-    linears = [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and not name.startswith("stem")
-    ]
-    if not linears:
-        return []
-    return [k for k in state if k.startswith(linears[-1] + ".")]
+def _prefixed(state: Mapping[str, torch.Tensor], prefix: str | None) -> list[str]:
+    return [] if prefix is None else [k for k in state if k.startswith(prefix)]
+
+
+def declared_layout(model: nn.Module, layout: Layout | None = None) -> Layout | None:
+    """``layout`` if given, else the model's declared layout, else ``None`` (undeclared).
+
+    Raises:
+        TypeError: ``layout`` is not a :class:`~stemlab.backbones.layout.Layout`.
+    """
+    if layout is not None:
+        if not isinstance(layout, Layout):
+            raise TypeError(f"layout must be a stemlab Layout or None, got {type(layout).__name__}")
+        return layout
+    try:
+        return layout_of(model)
+    except ValueError:
+        return None
 
 
 def _alias_keys(
-    checkpoint: Mapping[str, torch.Tensor], model_keys: Mapping[str, torch.Tensor]
+    checkpoint: Mapping[str, torch.Tensor],
+    model_keys: Mapping[str, torch.Tensor],
+    stem_prefix: str | None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Rename torchvision 2-D ResNet stem keys (``conv1.*``, ``bn1.*``) to the model's stem keys.
 
@@ -51,9 +62,16 @@ def _alias_keys(
         ``(state with model-style keys, model-style key -> original checkpoint key)``.
     """
     renamed = {k: k for k in checkpoint}
-    has_stem = any(k.startswith(_STEM) for k in checkpoint)
+    if stem_prefix is None:
+        return dict(checkpoint), renamed
+    has_stem = any(k.startswith(stem_prefix) for k in checkpoint)
     stem_root = next(
-        (root for root in (_STEM, f"{_STEM}image_stem.") if f"{root}0.weight" in model_keys), None
+        (
+            root
+            for root in (stem_prefix, f"{stem_prefix}image_stem.")
+            if f"{root}0.weight" in model_keys
+        ),
+        None,
     )
     torchvision_2d = "conv1.weight" in checkpoint and "conv1.weight" not in model_keys
     if not has_stem and stem_root is not None and torchvision_2d:
@@ -72,6 +90,7 @@ class _Plan:
     rows: dict[str, ReportRow] = field(default_factory=dict)
     values: dict[str, torch.Tensor] = field(default_factory=dict)
     used: set[str] = field(default_factory=set)
+    inflated: Mapping[str, str] = field(default_factory=dict)
 
     def add(
         self,
@@ -85,7 +104,11 @@ class _Plan:
         original: Mapping[str, str] | None = None,
     ) -> None:
         names = tuple((original or {}).get(s, s) for s in sources)
-        if action == "loaded" and names != (key,):
+        inflated = list(dict.fromkeys(self.inflated[s] for s in sources if s in self.inflated))
+        if inflated and action != "initialized":
+            kept = "" if detail.startswith("as is") else f"; {detail}"
+            action, detail = "transferred", "; ".join(inflated) + kept
+        elif action == "loaded" and names != (key,):
             detail = f"{detail}, from the checkpoint's {names[0]}"
         self.rows[key] = ReportRow(key, action, detail, shape, ", ".join(names))
         if value is not None:
@@ -99,31 +122,39 @@ def load_weights(
     *,
     stem_init: StemInit = "transfer",
     strict_backbone: bool = True,
+    layout: Layout | None = None,
 ) -> pd.DataFrame:
     """Load a checkpoint into ``model``, adapting the stem, and report every tensor.
 
     Tensors with the same key and shape load as they are. The stem loads as is when it matches the
     checkpoint's; otherwise ``stem_init="transfer"`` adapts the checkpoint's stem (and the first
     block reading it) with the rules of :mod:`stemlab.weights.transfer`, and ``"random"`` keeps the
-    stem's init. A classifier of another size keeps the model's (fresh) init. Everything is
-    computed and checked before the first tensor is copied, so an error leaves the model as it was.
+    stem's init. A classifier of another size keeps the model's (fresh) init. A 2-D (image)
+    checkpoint for a model whose first block is 3-D is inflated first (I3D; see
+    :mod:`stemlab.weights.transfer.inflate`); its tensors are reported ``"transferred"`` with the
+    detail ``"inflated 2-D -> 3-D: ..."``. Everything is computed and checked before the first
+    tensor is copied, so an error leaves the model as it was.
 
     Args:
-        model: the model (from :func:`stemlab.create_model`, or any module with the same layout:
-            ``stem``, ``layer1``.., a final linear head).
+        model: the model; its stem, first block and head are those its declared layout names
+            (``model.layout`` from :func:`stemlab.create_model`, or ``layout``). A model without
+            a declared layout loads key by key: no stem transfer, no head re-initialisation.
         source: a checkpoint path, a torchvision weights name (``"DEFAULT"``, ``"KINETICS400_V1"``;
             needs ``model.backbone_name``) resolved from the torch hub cache, or a state dict.
         stem_init: ``"transfer"`` or ``"random"``.
         strict_backbone: require every backbone tensor (outside the stem, the stem-dependent first
             block and the head) in the checkpoint with the model's shape; ``False`` loads what fits
             and keeps the init of the rest (at least one backbone tensor must fit).
+        layout: the layout to use instead of the model's declared one.
 
     Returns:
         The report, also stored as ``model.weights_report``: a DataFrame with columns ``key``,
         ``action`` (``"loaded"``, ``"transferred"``, ``"initialized"``, ``"skipped"``), ``detail``,
         ``shape`` and ``source``; one row per model tensor, in state-dict order, then a
         ``"skipped"`` row per checkpoint entry nothing used. ``report.attrs`` holds the origin,
-        the stem transfer rules applied and their numbers (e.g. ``svd_relative_error``).
+        the stem transfer rules applied and their numbers (e.g. ``svd_relative_error``),
+        ``inflation`` (``"2-D -> 3-D"`` or ``None``) and, when inflated, ``inflated_convs`` and
+        ``inflation_approximate_channels``.
 
     Raises:
         FileNotFoundError: a missing file or a torchvision weights file absent from the cache.
@@ -138,20 +169,36 @@ def load_weights(
     if not isinstance(strict_backbone, bool):
         raise TypeError(f"strict_backbone must be a bool, got {strict_backbone!r}")
     backbone = getattr(model, "backbone_name", None)
+    declared = declared_layout(model, layout)
     checkpoint = read_checkpoint(source, backbone=backbone)
     state = model.state_dict()
-    ckpt, original = _alias_keys(checkpoint.state, state)
+    stem_prefix = None if declared is None else declared.stem_prefix
+    ckpt, original = _alias_keys(checkpoint.state, state, stem_prefix)
+    plan = _Plan()
+    inflation = None
+    if declared is not None and is_2d_checkpoint(model, ckpt, layout=declared):
+        inflation = inflate_2d_to_3d(model, ckpt, layout=declared)
+        ckpt = inflation.state
+        for key, sources in inflation.sources.items():
+            original[key] = ", ".join(original.get(s, s) for s in sources)
+        plan.inflated = inflation.notes
 
-    head = _head_keys(model, state)
-    stem = [k for k in state if k.startswith(_STEM)]
-    block = [k for k in state if k.startswith(_BLOCK) and k not in head]
-    model_width = getattr(getattr(model, "stem", None), "out_channels", None)
-    ckpt_width = stem_output_width(ckpt, stem_prefix=_STEM)
+    head = _prefixed(state, None if declared is None else declared.head_prefix)
+    stem = _prefixed(state, stem_prefix)
+    block = [
+        k
+        for k in _prefixed(state, None if declared is None else declared.block_prefix)
+        if k not in head
+    ]
+    model_width = None
+    ckpt_width = None
+    if declared is not None:
+        model_width = getattr(model.get_submodule(declared.stem), "out_channels", None)
+        ckpt_width = stem_output_width(ckpt, stem_prefix=declared.stem_prefix)
     width_changes = None not in (model_width, ckpt_width) and model_width != ckpt_width
     stem_dependent = set(stem) | (set(block) if width_changes else set())
     body = [k for k in state if k not in stem_dependent and k not in head]
 
-    plan = _Plan()
     _plan_body(plan, body, state, ckpt, original, checkpoint, model, strict_backbone)
     _plan_head(plan, head, state, ckpt, original)
     attrs: dict[str, Any] = {
@@ -160,9 +207,21 @@ def load_weights(
         "stripped_prefixes": list(checkpoint.stripped_prefixes),
         "stem_init": stem_init,
         "stem_transfer": None,
+        "inflation": None if inflation is None else "2-D -> 3-D",
     }
+    if inflation is not None:
+        attrs.update(inflation.metrics)
     _plan_stem(
-        plan, stem, block if width_changes else [], state, ckpt, original, stem_init, model, attrs
+        plan,
+        stem,
+        block if width_changes else [],
+        state,
+        ckpt,
+        original,
+        stem_init,
+        model,
+        attrs,
+        declared,
     )
 
     rows = [plan.rows[k] for k in state]
@@ -249,8 +308,11 @@ def _plan_stem(
     stem_init: str,
     model: nn.Module,
     attrs: dict[str, Any],
+    layout: Layout | None,
 ) -> None:
-    ckpt_stem = [k for k in ckpt if k.startswith(_STEM)]
+    if layout is None:
+        return
+    ckpt_stem = [k for k in ckpt if k.startswith(layout.stem_prefix)]
     same = set(ckpt_stem) <= set(stem) and all(
         _shape(ckpt[k]) == _shape(state[k]) if k in ckpt else k.endswith(".num_batches_tracked")
         for k in stem
@@ -265,7 +327,10 @@ def _plan_stem(
     else:
         try:
             result = transfer_stem(
-                model, ckpt, stem_prefix=_STEM, block_prefix=_BLOCK if block else None
+                model,
+                ckpt,
+                stem_prefix=layout.stem_prefix,
+                block_prefix=layout.block_prefix if block else None,
             )
         except NoTransfer as err:
             reason = f"no stem transfer ({err}); keeps its init"
@@ -389,33 +454,31 @@ def _backbone_mismatch(
 def guess_backbones(ckpt: Mapping[str, torch.Tensor]) -> list[str]:
     """Registered backbones (native stem, default size) whose tensors match ``ckpt``'s.
 
-    The stem, the first block and the head are left out of the comparison, so a checkpoint with
-    another stem or class count still matches. Models are built on the meta device (no memory).
+    The stem, the first block and the head (as each backbone's layout declares them) are left out
+    of the comparison, so a checkpoint with another stem or class count still matches. Models are
+    built on the meta device (no memory).
     """
     from stemlab.backbones.registry import BACKBONES
-    from stemlab.models import resolve_stem
 
-    def body(shapes: Mapping[str, tuple[int, ...]], skip: set[str]) -> dict[str, tuple[int, ...]]:
+    def body(shapes: Mapping[str, tuple[int, ...]], layout: Layout) -> dict[str, tuple[int, ...]]:
+        skip = (layout.stem_prefix, layout.block_prefix, layout.head_prefix)
         return {
             k: s
             for k, s in shapes.items()
-            if k not in skip
-            and not k.startswith((_STEM, _BLOCK))
-            and not k.endswith(".num_batches_tracked")
+            if not k.startswith(skip) and not k.endswith(".num_batches_tracked")
         }
 
     shapes = {k: _shape(v) for k, v in ckpt.items()}
     matches = []
     for entry in BACKBONES:
+        if entry.layout is None:
+            continue
         try:
             with torch.device("meta"):
-                stem, _ = resolve_stem(None, backbone=entry.name)
-                candidate = entry.factory(stem=stem)
+                candidate = build_backbone(entry.name)
         except Exception:  # a plugin backbone that cannot be built on meta: not a candidate
             continue
-        candidate_state = candidate.state_dict()
-        head = set(_head_keys(candidate, candidate_state))
-        expected = body({k: _shape(v) for k, v in candidate_state.items()}, head)
-        if expected and expected == body(shapes, head):
+        expected = body({k: _shape(v) for k, v in candidate.state_dict().items()}, entry.layout)
+        if expected and expected == body(shapes, entry.layout):
             matches.append(entry.name)
     return matches

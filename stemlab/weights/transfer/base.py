@@ -67,6 +67,11 @@ class StemPair:
     checkpoint_width: int
     model_width: int
 
+    @property
+    def stem(self) -> nn.Module:
+        """The model's stem module (the one ``stem_prefix`` names)."""
+        return self.model.get_submodule(self.stem_prefix.rstrip("."))
+
     def module(self, key: str) -> nn.Module:
         """The module that owns the tensor ``key``."""
         return self.model.get_submodule(key.rsplit(".", 1)[0])
@@ -91,7 +96,8 @@ class StemRule:
         handles: the difference it adapts, for docs and the report.
         apply: ``apply(pair, working, metrics) -> bool``; edits ``working`` in place, returns whether
             it changed anything, raises :class:`NoTransfer` when it applies but cannot succeed.
-        structural: rules that add or rename tensors (run before the key sets are compared).
+        structural: rules that run before the key sets are compared: those that add or rename
+            tensors, and those that must see the checkpoint's own stem (input channels).
     """
 
     handles: str

@@ -60,7 +60,7 @@ def factorise_2plus1d(pair: StemPair, working: Working, metrics: dict[str, Any])
     between is the identity in eval mode. The composed kernel is the rank-``r`` truncation, whose
     relative Frobenius error goes into the report.
     """
-    stem = pair.model.stem
+    stem = pair.stem
     layout = two_conv_layout(stem)
     convs = _checkpoint_convs(pair, working)
     if layout is None or len(convs) != 1 or working[convs[0]].tensor.dim() != 5:

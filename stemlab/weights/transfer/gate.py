@@ -15,7 +15,7 @@ __all__ = ["add_identity_gates"]
 def add_identity_gates(pair: StemPair, working: Working, metrics: dict[str, Any]) -> bool:
     """Squeeze-excitation gates the checkpoint lacks start as the identity (``fc2`` zeroed)."""
     changed = False
-    for name, module in pair.model.stem.named_modules():
+    for name, module in pair.stem.named_modules():
         if not isinstance(module, SqueezeExcitation):
             continue
         prefix = f"{pair.stem_prefix}{name}."

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from stemlab.backbones.layout import layout_of
 from stemlab.weights.transfer.base import (
     Item,
     NoTransfer,
@@ -17,6 +18,7 @@ from stemlab.weights.transfer.base import (
     Working,
     shape_of,
 )
+from stemlab.weights.transfer.channels import adapt_input_channels
 from stemlab.weights.transfer.factorise import factorise_2plus1d
 from stemlab.weights.transfer.gate import add_identity_gates
 from stemlab.weights.transfer.kernels import resize_kernels
@@ -26,6 +28,11 @@ __all__ = ["STEM_TRANSFERS", "stem_output_width", "transfer_stem"]
 
 
 STEM_TRANSFERS: dict[str, StemRule] = {
+    "in_channels": StemRule(
+        "another number of input channels (grayscale, flow, RGB + depth)",
+        adapt_input_channels,
+        True,
+    ),
     "3d_to_2plus1d": StemRule("a 3-D conv stem -> an R(2+1)D stem", factorise_2plus1d, True),
     "gate": StemRule("an added squeeze-excitation gate", add_identity_gates, True),
     "kernel_size": StemRule("stem convs with other kernel sizes", resize_kernels, False),
@@ -77,23 +84,29 @@ def transfer_stem(
     model: nn.Module,
     checkpoint: Mapping[str, torch.Tensor],
     *,
-    stem_prefix: str = "stem.",
-    block_prefix: str | None = "layer1.0.",
+    stem_prefix: str | None = None,
+    block_prefix: str | None = None,
 ) -> StemTransfer:
     """Adapt the checkpoint's stem (and the first block) to ``model``'s stem.
 
     Args:
         model: the model with the new stem (not modified).
         checkpoint: the checkpoint's state dict (only stem and first-block keys are read).
-        stem_prefix: state-dict prefix of the stem.
-        block_prefix: prefix of the module reading the stem's output, or ``None``.
+        stem_prefix: state-dict prefix of the stem; ``None`` takes the stem and the first block
+            from the model's declared layout (:func:`~stemlab.backbones.layout_of`).
+        block_prefix: prefix of the module reading the stem's output (``None``: none, when
+            ``stem_prefix`` is given).
 
     Returns:
         A :class:`StemTransfer` with a value for every model tensor of the stem and first block.
 
     Raises:
         NoTransfer: no sequence of rules maps the checkpoint's stem onto the model's.
+        ValueError: ``stem_prefix`` is None and the model declares no layout.
     """
+    if stem_prefix is None:
+        layout = layout_of(model)
+        stem_prefix, block_prefix = layout.stem_prefix, layout.block_prefix
     state = model.state_dict()
     prefixes = tuple(p for p in (stem_prefix, block_prefix) if p)
     target = {
@@ -107,6 +120,7 @@ def transfer_stem(
         if k.startswith(prefixes)
     }
     checkpoint_stem = {k for k in working if k.startswith(stem_prefix)}
+    model_width = model.get_submodule(stem_prefix.rstrip(".")).out_channels
     pair = StemPair(
         model=model,
         target=target,
@@ -114,9 +128,8 @@ def transfer_stem(
         block_prefix=block_prefix
         if any(k.startswith(block_prefix or "\0") for k in target)
         else None,
-        checkpoint_width=stem_output_width(checkpoint, stem_prefix=stem_prefix)
-        or model.stem.out_channels,
-        model_width=model.stem.out_channels,
+        checkpoint_width=stem_output_width(checkpoint, stem_prefix=stem_prefix) or model_width,
+        model_width=model_width,
     )
     _fill_counters(pair, working, pair.block_keys())
     metrics: dict[str, Any] = {}
@@ -133,9 +146,7 @@ def transfer_stem(
     return StemTransfer(items=items, rules=tuple(applied), metrics=metrics)
 
 
-def stem_output_width(
-    state: Mapping[str, torch.Tensor], *, stem_prefix: str = "stem."
-) -> int | None:
+def stem_output_width(state: Mapping[str, torch.Tensor], *, stem_prefix: str) -> int | None:
     """Output channels of a checkpoint's stem: dim 0 of its last conv weight (None if it has none)."""
     convs = [
         v
