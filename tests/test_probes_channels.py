@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -73,15 +74,16 @@ def _state(model: nn.Module) -> tuple:
         [m.training for m in model.modules()],
         [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in model.modules()],
         [p.requires_grad for p in model.parameters()],
+        [sorted(m.__dict__) for m in model.modules()],  # no instance attribute left behind
         {k: v.clone() for k, v in model.state_dict().items()},
     )
 
 
 def _assert_same_state(before: tuple, model: nn.Module) -> None:
     after = _state(model)
-    assert before[:3] == after[:3]
-    for key, value in before[3].items():
-        assert torch.equal(value, after[3][key]), key
+    assert before[:4] == after[:4]
+    for key, value in before[4].items():
+        assert torch.equal(value, after[4][key]), key
 
 
 def _prepared(backbone: str, stem: str) -> nn.Module:
@@ -138,6 +140,22 @@ def test_channel_ablation_on_a_stage_a_subset_and_a_generator() -> None:
     )
     assert table["channel"].tolist() == [7, 1]
     assert table.attrs["samples"] == 8 and table.attrs["layer"] == "layer1"
+
+
+def test_ablation_of_a_layer_that_runs_once_per_frame_matches_a_zeroed_copy() -> None:
+    # The ConvLSTM gate conv runs once per time step: its output cannot be replayed.
+    model = _small("conv_lstm", "basic:width=6")
+    batches = _batches("conv_lstm")
+    table = channel_ablation(
+        model, batches, layer="recurrent.cell.conv", channels=[3], metric="loss"
+    )
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():
+        zeroed.recurrent.cell.conv.weight[3] = 0.0
+        zeroed.recurrent.cell.conv.bias[3] = 0.0
+    expected = _metric(zeroed, batches, "loss")
+    assert table["ablated"][0] == pytest.approx(expected, rel=1e-6)
+    assert table["ablated"][0] != table["baseline"][0]
 
 
 def test_channel_ablation_validation() -> None:
@@ -354,3 +372,14 @@ def test_redundancy_of_a_time_folded_stage_and_validation() -> None:
         channel_redundancy(model, _batches("cnn_lstm"), threshold=2.0)
     with pytest.raises(ValueError, match="Did you mean 'layer1'"):
         channel_redundancy(model, _batches("cnn_lstm"), layer="layer_1")
+
+
+def test_channel_usage_follows_the_declared_first_block() -> None:
+    model = _small("resnet18", "resnet:width=6")
+    assert model.layout.first_block == "layer1.0"
+    assert channel_usage(model).attrs["projection"] == "layer1.0.downsample.0"
+    object.__setattr__(model, "layout", SimpleNamespace(first_block="layer1.0.conv1"))
+    table = channel_usage(model)
+    assert table.attrs["first_conv"] == "layer1.0.conv1" and table.attrs["projection"] is None
+    weight = model.layer1[0].conv1.weight.detach().double()
+    np.testing.assert_allclose(table["usage"], weight.square().sum(dim=(0, 2, 3)).sqrt())

@@ -7,9 +7,11 @@ ablation with a channel ``layer_mask``, but it re-runs a baseline per batch, ret
 attribution of the layer's full size and cannot remove channel *sets* cumulatively; the hook here
 serves both tables with one code path (the tests check it against captum).
 
-The data are read once: every batch is run with all masks before the next batch is read, so
-nothing is cached (except for :func:`ablation_curve` on a one-shot iterator when it must first
-rank the channels itself).
+The data are read once: every batch is run with all masks before the next batch is read, so no
+batch is cached (except for :func:`ablation_curve` on a one-shot iterator when it must first
+rank the channels itself). Within a batch, the layer's unablated output is computed once and
+replayed for every ablation (when the layer runs once per forward pass), so the layer itself
+(for the stem: everything before the ablation) is not recomputed per channel.
 """
 
 from __future__ import annotations
@@ -37,12 +39,20 @@ _Removed = tuple[int, ...]
 
 
 class _ChannelMask:
-    """A forward hook zeroing a set of output channels (dim 1) of one module; none by default."""
+    """A forward hook zeroing a set of output channels (dim 1) of one module; none by default.
+
+    While ``recording`` it keeps a copy of the unablated output, so that the ablated passes of
+    the same batch can replay it instead of recomputing the layer (see :func:`_replaying`).
+    """
 
     def __init__(self, module: nn.Module, name: str) -> None:
+        self.module = module
         self.name = name
         self.removed: _Removed = ()
         self.channels: int | None = None
+        self.recording = False
+        self.calls = 0
+        self.output: torch.Tensor | None = None
         self.handle = module.register_forward_hook(self._hook)
 
     def _hook(self, module: nn.Module, inputs: Any, output: Any) -> Any:
@@ -55,11 +65,47 @@ class _ChannelMask:
             )
         if self.channels is None:
             self.channels = output.shape[1]
+        if self.recording:
+            self.calls += 1
+            self.output = output.detach().clone()  # later in-place ops must not change it
         if not self.removed:
             return None
         keep = torch.ones(output.shape[1], dtype=output.dtype, device=output.device)
         keep[list(self.removed)] = 0
         return output * keep.view(1, -1, *([1] * (output.ndim - 2)))
+
+    def record(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The unablated forward pass, keeping the layer's output."""
+        self.removed, self.recording, self.calls, self.output = (), True, 0, None
+        try:
+            return model(x)
+        finally:
+            self.recording = False
+
+
+_MISSING = object()
+
+
+@contextmanager
+def _replaying(mask: _ChannelMask) -> Iterator[None]:
+    """Make the layer return its recorded output without computing it (hooks still run).
+
+    Only when the layer ran exactly once in the recorded pass; the module's own ``forward`` is
+    put back afterwards.
+    """
+    if mask.calls != 1 or mask.output is None:
+        yield
+        return
+    module, output = mask.module, mask.output
+    saved = module.__dict__.get("forward", _MISSING)
+    module.forward = lambda *args, **kwargs: output
+    try:
+        yield
+    finally:
+        if saved is _MISSING:
+            del module.forward
+        else:
+            module.forward = saved
 
 
 @contextmanager
@@ -69,6 +115,7 @@ def _masked(model: nn.Module, layer: str) -> Iterator[_ChannelMask]:
         yield mask
     finally:
         mask.handle.remove()
+        mask.output = None
 
 
 def _check_labels(label: Any, logits: torch.Tensor, index: int) -> torch.Tensor:
@@ -122,17 +169,17 @@ def _evaluate(
         sets: list[_Removed] | None = None
         for index, (x, label) in enumerate(_iter_batches(data, max_batches=max_batches)):
             x = x.to(device)
-            mask.removed = ()
-            logits = model(x)
+            logits = mask.record(model, x)
             label = _check_labels(label, logits, index)
             if sets is None:  # the hook has just seen the layer's channel count
                 sets = list(dict.fromkeys(removals(int(mask.channels or 0))))
                 totals = dict.fromkeys([(), *sets], 0.0)
             totals[()] += _metric_sum(logits, label, metric)
-            for removed in sets:
-                if removed:
-                    mask.removed = removed
-                    totals[removed] += _metric_sum(model(x), label, metric)
+            with _replaying(mask):
+                for removed in sets:
+                    if removed:
+                        mask.removed = removed
+                        totals[removed] += _metric_sum(model(x), label, metric)
             samples += x.shape[0]
             batches += 1
     if not samples:
