@@ -136,7 +136,9 @@ def test_filters_are_ranked_by_the_stated_criterion() -> None:
     energy = temporal_energy_fraction(by_time.effective)
     assert list(by_time.order) == energy.argsort(descending=True, stable=True).tolist()
     assert set(FILTER_ORDERS) == {"l2_norm", "temporal_energy_fraction", "index"}
-    with pytest.raises(ValueError, match=r"order_by='l2norm' is not allowed\. Did you mean 'l2_norm'"):
+    with pytest.raises(
+        ValueError, match=r"order_by='l2norm' is not allowed\. Did you mean 'l2_norm'"
+    ):
         first_layer_filters(model, order_by="l2norm")
     # 2-D kernels have no temporal energy: NaN sorts last, the channel order is kept.
     flat = filter_stats(torch.randn(4, 3, 5, 5))
