@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from stemlab.backbones.layout import Layout
+
 __all__ = [
     "ModuleSelector",
     "check_model",
@@ -18,6 +20,7 @@ __all__ = [
     "model_device",
     "module_names_hint",
     "resolve_modules",
+    "stem_of",
 ]
 
 _Selector = str | type[nn.Module] | Callable[[str, nn.Module], bool]
@@ -68,16 +71,30 @@ def module_names_hint(model: nn.Module, name: str) -> str:
     return f"{hint} Candidate layers: {', '.join(candidates)} (or any dotted module name)"
 
 
+def stem_of(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The stem's name and module: the declared layout's stem, else the ``.stem`` attribute."""
+    layout = getattr(model, "layout", None)
+    if isinstance(layout, Layout):
+        return layout.stem, model.get_submodule(layout.stem)
+    stem = getattr(model, "stem", None)
+    if not isinstance(stem, nn.Module):
+        return None
+    return next(n for n, m in model.named_modules() if m is stem), stem
+
+
 def default_modules(model: nn.Module) -> list[str]:
     """The stem, its children and each stage; the top-level children for models without a stem."""
     names = dict(model.named_modules())
-    stem = getattr(model, "stem", None)
-    if not isinstance(stem, nn.Module):
+    found = stem_of(model)
+    if found is None:
         return [n for n, _ in model.named_children()]
-    stem_name = next(n for n, m in names.items() if m is stem)
+    stem_name, stem = found
     selected = [stem_name] + [f"{stem_name}.{child}" for child, _ in stem.named_children()]
     info = getattr(model, "feature_info", None)
-    if info:
+    layout = getattr(model, "layout", None)
+    if isinstance(layout, Layout):
+        stages = [s for s in layout.stages if s != stem_name]
+    elif info:
         stages = [entry["module"] for entry in info if entry["module"] != stem_name]
     else:
         stages = [n for n, _ in model.named_children() if fnmatch.fnmatchcase(n, "layer[0-9]*")]

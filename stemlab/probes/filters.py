@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stemlab._validation import check_choice
-from stemlab.probes._modules import check_model
+from stemlab.probes._modules import check_model, stem_of
 
 __all__ = [
     "FILTER_ORDERS",
@@ -222,8 +222,8 @@ def filter_stats(weight: torch.Tensor, *, duplicate_threshold: float = 0.95) -> 
 
 
 def _stem_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    stem = getattr(model, "stem", None)
-    root, prefix = (stem, "stem.") if isinstance(stem, nn.Module) else (model, "")
+    found = stem_of(model)
+    root, prefix = (found[1], found[0] + ".") if found is not None else (model, "")
     modules = [(prefix + n, m) for n, m in root.named_modules() if n]
     if not any(isinstance(m, _CONV_TYPES) for _, m in modules):
         where = "model.stem" if prefix else "the model"
