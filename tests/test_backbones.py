@@ -267,3 +267,24 @@ def test_frame_encoder_is_vectorised_over_frames():
             for index in range(model.num_stages):
                 frame = getattr(model, f"layer{index + 1}")(frame)
             torch.testing.assert_close(folded[:, t], frame)
+
+
+def test_video_resnets_and_frame_rnns_are_built_from_one_table():
+    from stemlab.backbones.recurrent import FRAME_RNNS
+    from stemlab.backbones.video_resnet import VIDEO_RESNETS, video_resnet
+
+    assert sorted(VIDEO_RESNETS) == sorted(RESNETS)
+    for name, spec in VIDEO_RESNETS.items():
+        entry = BACKBONES.entry(name)
+        assert entry.default_stem == spec.default_stem
+        assert entry.description == spec.description
+        assert entry.layout.torchvision_weights == spec.torchvision_weights
+        model = stemlab.create_model(name, num_classes=3, **small_kwargs(name))
+        convs = [type(getattr(model, f"layer{i}")[0].conv1[0]) for i in range(1, 5)]
+        assert convs == list(spec.conv_builders)
+    for name, (rnn, description) in FRAME_RNNS.items():
+        assert BACKBONES.entry(name).description == description
+        model = stemlab.create_model(name, num_classes=3, **small_kwargs(name))
+        assert type(model.rnn) is (nn.LSTM if rnn == "lstm" else nn.GRU)
+    with pytest.raises(ValueError, match="Did you mean 'r3d_18'"):
+        video_resnet("r3d_81", stem=stemlab.create_stem("basic"))

@@ -65,3 +65,14 @@ def test_image_stem_on_video_backbone_runs_frame_wise():
 def test_bad_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
         stemlab.create_model("r3d_18", **kwargs)
+
+
+def test_models_carry_their_backbones_declared_layout():
+    from stemlab.backbones import layout_of
+    from stemlab.models import resolve_stem
+
+    model = stemlab.create_model("c3d", num_classes=2, widths=(8, 8, 8, 8), fc_width=8)
+    assert model.layout == layout_of("c3d") and model.layout.head == "fc8"
+    assert model.get_submodule(model.layout.head).out_features == 2
+    stem, spec = resolve_stem("wide:width=96", backbone="r3d_18")
+    assert stem.out_channels == 96 and spec == "wide:width=96"
