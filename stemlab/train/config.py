@@ -136,7 +136,8 @@ class TrainConfig:
         channels_last: channels-last memory format; ``"auto"`` enables it on CUDA only.
         num_workers: DataLoader worker processes.
         checkpoint_dir: folder for ``last.pt`` (written atomically after every epoch) and
-            ``previous.pt`` (the epoch before, kept as a fallback).
+            ``previous.pt`` (the epoch before, kept as a fallback). A run that does not resume
+            replaces the checkpoints it finds there.
         resume: continue from ``checkpoint_dir/last.pt`` when it exists, or from
             ``previous.pt`` (with a warning) when ``last.pt`` is damaged or missing.
         progress: show tqdm progress bars.

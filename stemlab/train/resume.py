@@ -144,9 +144,11 @@ def apply_resume_point(point: ResumePoint, parts: TrainingParts) -> list[dict[st
         The history rows of the epochs it holds.
     """
     state = point.state
-    parts.model.load_state_dict(state["model"])
+    # the optimizer checks its groups against the model's parameters: if that fails, the
+    # weights are still the caller's (the model's keys and shapes were checked already)
     parts.optimizer.load_state_dict(state["optimizer"])
     parts.scheduler.load_state_dict(state["scheduler"])
     parts.scaler.load_state_dict(state["scaler"])
+    parts.model.load_state_dict(state["model"])
     restore_rng_state(state["rng"])
     return list(state["history"])

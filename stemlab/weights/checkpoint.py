@@ -249,7 +249,7 @@ def verify_checkpoint_file(path: str | os.PathLike[str]) -> str:
     except OSError as err:
         raise ValueError(f"cannot read checkpoint {path}: {err.strerror or err}") from err
     if size == 0:
-        raise ValueError(f"checkpoint {path} is empty (0 bytes): the write never finished")
+        raise ValueError(f"checkpoint {path} is empty (0 bytes): nothing was ever written to it")
     if head.startswith(_ZIP_MAGIC):
         damage = _zip_damage(path, size)
         if damage is not None:
