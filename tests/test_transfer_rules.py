@@ -233,13 +233,16 @@ def test_widening_r2plus1d_blocks_are_reported_approximate() -> None:
 
 @pytest.mark.parametrize("num_classes", [1000, 7])
 def test_torchvision_resnet18_keys_inflate_and_the_head_follows_num_classes(
-    num_classes: int,
+    num_classes: int, tmp_path
 ) -> None:
     reference = torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1])
     reference = randomized(reference).eval()
+    path = tmp_path / "resnet18_imagenet.pth"
+    torch.save({"state_dict": reference.state_dict()}, path)
     model = stemlab.create_model(
-        "mc3_18", layers=(1, 1, 1, 1), num_classes=num_classes, weights=reference.state_dict()
+        "mc3_18", layers=(1, 1, 1, 1), num_classes=num_classes, weights=path
     ).eval()
+    assert model.weights_report.attrs["inflation"] == "2-D -> 3-D"
     table = rows(model)
     assert table.loc["stem.0.weight", "source"] == "conv1.weight"
     assert table.loc["layer1.0.conv1.1.running_var", "source"] == "layer1.0.bn1.running_var"
