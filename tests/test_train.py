@@ -461,3 +461,28 @@ def test_fit_synthetic_video_with_masks_amp_and_channels_last() -> None:
 def test_cuda_without_cuda_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="CUDA is not available"):
         fit(TinyNet(), Blobs(8), config=quiet(device="cuda"))
+
+
+def test_resume_reads_checkpoints_written_before_freeze_existed(tmp_path: Path) -> None:
+    """A checkpoint whose config has ``freeze_backbone`` and no ``freeze`` still resumes."""
+    config = {"epochs": 2, "batch_size": 8, "lr": 0.05, "progress": False}
+    straight = TinyNet(seed=0)
+    fit(straight, Blobs(32), config=TrainConfig(**config))
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):  # dies in epoch 2, after checkpointing epoch 1
+        fit(
+            TinyNet(seed=0),
+            Blobs(32, interrupt_at=40),
+            config=TrainConfig(**config, checkpoint_dir=run_dir),
+        )
+    saved = torch.load(run_dir / "last.pt", weights_only=True)
+    saved["config"].pop("freeze")
+    saved["config"]["freeze_backbone"] = False
+    torch.save(saved, run_dir / "last.pt")
+    resumed = TinyNet(seed=5)
+    result = fit(
+        resumed, Blobs(32), config=TrainConfig(**config, checkpoint_dir=run_dir, resume=True)
+    )
+    assert result.status == "completed" and result.history["epoch"].tolist() == [1, 2]
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
