@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from stemlab.data import VideoFolder, prepare_ucf101, probe_video, read_frames
+from stemlab.data import VideoFolder, prepare_hmdb51, prepare_ucf101, probe_video, read_frames
 
 # Frame k of every test video is flat gray with level 10 + 12 (k % 16) on its left half and
 # 10 + 12 (k // 16) on its right half, so decoded clips reveal which frames were sampled.
@@ -305,3 +305,29 @@ def test_prepare_ucf101_from_the_official_nested_archive(tmp_path: Path) -> None
     assert (out / "Archery" / "v_Archery_g02_c03.avi").resolve() == (
         archive / "Archery" / "v_Archery_g02_c03.avi"
     ).resolve()
+
+
+def test_prepare_hmdb51_split_lists(tmp_path: Path) -> None:
+    root, splits = tmp_path / "hmdb51", tmp_path / "testTrainMulti_7030_splits"
+    for name in ("brush_hair/a.avi", "brush_hair/b.avi", "ride_bike/c.avi", "ride_bike/d.avi"):
+        write_video(root / name, 4, size=(16, 16))
+    splits.mkdir()
+    (splits / "brush_hair_test_split1.txt").write_text("a.avi 1 \nb.avi 2 \n")
+    (splits / "ride_bike_test_split1.txt").write_text("c.avi 1\nd.avi 0\n\n")
+    (splits / "ride_bike_test_split2.txt").write_text("c.avi 2\nd.avi 1\n")
+    (splits / "README").write_text("ignored")
+    written = prepare_hmdb51(splits, root)
+    assert sorted(written) == ["testlist01", "testlist02", "trainlist01", "trainlist02"]
+    assert written["trainlist01"].read_text() == "brush_hair/a.avi\nride_bike/c.avi\n"
+    assert written["testlist01"].read_text() == "brush_hair/b.avi\n"
+    assert written["trainlist02"].read_text() == "ride_bike/d.avi\n"
+    train = VideoFolder(root, clip_len=2, size=8, split_file=written["trainlist01"], **plain())
+    assert train.classes == ["brush_hair", "ride_bike"] and train.targets == [0, 1]
+
+    (splits / "ride_bike_test_split3.txt").write_text("c.avi 7\n")
+    with pytest.raises(ValueError, match=r"ride_bike_test_split3.txt line 1: expected"):
+        prepare_hmdb51(splits, root)
+    with pytest.raises(ValueError, match="no HMDB51 split file"):
+        prepare_hmdb51(tmp_path / "hmdb51" / "brush_hair", root)
+    with pytest.raises(FileNotFoundError, match="split_dir"):
+        prepare_hmdb51(tmp_path / "nope", root)

@@ -8,6 +8,7 @@ from stemlab.data.video_folder import (
     VIDEO_EXTENSIONS,
     UCF101Layout,
     VideoFolder,
+    prepare_hmdb51,
     prepare_ucf101,
 )
 
@@ -23,6 +24,7 @@ __all__ = [
     "UCF101Layout",
     "VideoFolder",
     "VideoInfo",
+    "prepare_hmdb51",
     "prepare_ucf101",
     "probe_video",
     "read_frames",

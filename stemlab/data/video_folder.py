@@ -25,6 +25,7 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "UCF101Layout",
     "VideoFolder",
+    "prepare_hmdb51",
     "prepare_ucf101",
 ]
 
@@ -402,3 +403,62 @@ def prepare_ucf101(
             stacklevel=2,
         )
     return UCF101Layout(out, sorted(classes), placed, split_files, unmatched)
+
+
+_HMDB51_SPLIT = re.compile(r"^(?P<cls>.+)_test_split(?P<split>[1-9])\.txt$")
+_HMDB51_ROLES = {"1": "trainlist", "2": "testlist"}  # "0": not used by that split
+
+
+def prepare_hmdb51(
+    split_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]
+) -> dict[str, Path]:
+    """Turn HMDB51's per-class split files into UCF101-style ``trainlist0N`` / ``testlist0N``.
+
+    HMDB51 ships one file per class and split, ``<class>_test_split<N>.txt``, whose lines are
+    ``<video>.avi <role>`` (1: training, 2: testing, 0: not used). This writes
+    ``out_dir/trainlist0N.txt`` and ``out_dir/testlist0N.txt`` with ``<class>/<video>.avi`` lines,
+    so ``VideoFolder(out_dir, split_file=out_dir / "trainlist01.txt")`` reads split N of a
+    class-per-folder HMDB51 (``out_dir/<class>/*.avi``, as the unpacked class archives give).
+
+    Args:
+        split_dir: the folder with the ``*_test_split<N>.txt`` files (``testTrainMulti_7030_splits``).
+        out_dir: the class-per-folder HMDB51 root; the split lists are written there.
+
+    Returns:
+        ``{"trainlist01": path, "testlist01": path, ...}`` for every split found.
+
+    Raises:
+        FileNotFoundError: if ``split_dir`` does not exist.
+        ValueError: if ``split_dir`` holds no HMDB51 split file, or a line has another role.
+    """
+    splits = Path(split_dir)
+    if not splits.is_dir():
+        raise FileNotFoundError(f"split_dir={os.fspath(split_dir)!r} is not a directory")
+    lists: dict[str, list[str]] = {}
+    for split_file in sorted(splits.iterdir()):
+        match = _HMDB51_SPLIT.match(split_file.name)
+        if match is None or not split_file.is_file():
+            continue
+        for number, line in enumerate(split_file.read_text().splitlines(), start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
+                raise ValueError(
+                    f"{split_file.name} line {number}: expected '<video>.avi 0|1|2', got {line!r}"
+                )
+            if fields[1] in _HMDB51_ROLES:
+                name = f"{_HMDB51_ROLES[fields[1]]}0{match['split']}"
+                lists.setdefault(name, []).append(f"{match['cls']}/{fields[0]}")
+    if not lists:
+        raise ValueError(
+            f"split_dir={os.fspath(split_dir)!r} holds no HMDB51 split file "
+            "(<class>_test_split<N>.txt)"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, entries in sorted(lists.items()):
+        written[name] = out / f"{name}.txt"
+        written[name].write_text("\n".join(entries) + "\n")
+    return written
