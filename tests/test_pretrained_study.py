@@ -1,6 +1,6 @@
 """A study from pretrained weights, end to end: a generated torchvision-shaped checkpoint, a
 generated class-per-folder mp4 dataset with UCF101-style split files, three stems; and the UCF101
-transfer study's refusal when its data or checkpoint are missing."""
+and HMDB51 transfer studies' refusal when their data or checkpoint are missing."""
 
 from __future__ import annotations
 
@@ -175,46 +175,60 @@ def _cli(env_overrides: dict[str, str], *args: str) -> subprocess.CompletedProce
     )
 
 
-def test_ucf101_study_refuses_without_data_or_checkpoint(tmp_path: Path) -> None:
-    data, cache = tmp_path / "ucf101", tmp_path / "torch"
+REFUSALS = {
+    "ucf101_transfer": (
+        "STEMLAB_UCF101",
+        'prepare_ucf101("UCF-101", "{data}", split_dir="ucfTrainTestlist")',
+    ),
+    "hmdb51_transfer": (
+        "STEMLAB_HMDB51",
+        'prepare_hmdb51("testTrainMulti_7030_splits", "{data}")',
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSALS))
+def test_dataset_study_refuses_without_data_or_checkpoint(name: str, tmp_path: Path) -> None:
+    variable, call = REFUSALS[name]
+    data, cache = tmp_path / "data", tmp_path / "torch"
     data.mkdir()
     cache.mkdir()
     out = tmp_path / "out"
     start = time.perf_counter()
     result = _cli(
-        {"STEMLAB_UCF101": str(data), "TORCH_HOME": str(cache)},
-        "studies/ucf101_transfer.py",
-        "--out",
-        str(out),
+        {variable: str(data), "TORCH_HOME": str(cache)}, f"studies/{name}.py", "--out", str(out)
     )
     seconds = time.perf_counter() - start
     assert result.returncode == 2, result.stderr
     assert seconds < 60
     message = result.stderr.strip()
     assert "Traceback" not in message and len(message.splitlines()) == 1
+    assert message.startswith(f"stemlab: error: {name} cannot start.")
     weights = resolve_torchvision_weights("KINETICS400_V1", backbone="r3d_18")
     expected_path = cache / "hub" / "checkpoints" / Path(weights.url).name
-    assert f'prepare_ucf101("UCF-101", "{data}", split_dir="ucfTrainTestlist")' in message
-    assert "python -c" in message and "STEMLAB_UCF101" in message
+    assert call.format(data=data) in message
+    assert "python -c" in message and variable in message
     assert str(expected_path) in message and weights.url in message
     assert not out.exists()  # stopped before any cell
 
 
-def test_ucf101_study_loads_when_data_and_checkpoint_exist(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("name", sorted(REFUSALS))
+def test_dataset_study_loads_when_data_and_checkpoint_exist(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data, cache = tmp_path / "ucf101", tmp_path / "torch"
-    (data / "ApplyEyeMakeup").mkdir(parents=True)
-    (data / "trainlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\n")
-    (data / "testlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi\n")
-    monkeypatch.setenv("STEMLAB_UCF101", str(data))
+    data, cache = tmp_path / "data", tmp_path / "torch"
+    (data / "some_class").mkdir(parents=True)
+    (data / "trainlist01.txt").write_text("some_class/a.avi 1\n")
+    (data / "testlist01.txt").write_text("some_class/b.avi\n")
+    monkeypatch.setenv(REFUSALS[name][0], str(data))
     monkeypatch.setenv("TORCH_HOME", str(cache))
     weights = resolve_torchvision_weights("KINETICS400_V1", backbone="r3d_18")
     path = torchvision_weights_path(weights)
     assert path == cache / "hub" / "checkpoints" / Path(weights.url).name
     path.parent.mkdir(parents=True)
     path.write_bytes(b"only its presence is checked when the study loads")
-    study = load_study(REPO / "studies" / "ucf101_transfer.py")
+    study = load_study(REPO / "studies" / f"{name}.py")
+    assert study.name == name
     assert list(study.stems) == ["native", "wide", "large_kernel", "channel_attention", "r2plus1d"]
     assert list(study.seeds) == [0, 1, 2] and study.weights == "KINETICS400_V1"
     assert study.head_lr_multiplier == 10.0 and list(study.backbones) == ["r3d_18"]
