@@ -26,7 +26,7 @@ from stemlab.weights import resolve_torchvision_weights, torchvision_weights_pat
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"widths": [4, 8, 8, 8], "layers": [1, 1, 1, 1]}
 CLASSES = ("Clap", "Jump", "Wave")
-STEMS = ("native", "wide", "large_kernel")
+STEMS = ("native", "wide", "large_kernel", "r2plus1d")
 
 
 def _write_mp4(path: Path, *, level: int, seed: int, frames: int = 6) -> None:
@@ -133,8 +133,8 @@ def test_study_from_pretrained_checkpoint_end_to_end(
     assert int(native["weights_transferred"]) == 0 and int(native["weights_initialized"]) == 2
     assert math.isnan(native["transfer_feature_rel_error"])
     assert math.isnan(native["transfer_feature_cosine"])
-    # Exact rules report no numeric error, so no row has one and the column is left out.
-    assert "transfer_error" not in summary or summary["transfer_error"].isna().all()
+    # Exact rules report no numeric error; the SVD factorisation reports its truncation error.
+    assert summary["transfer_error"].isna().tolist() == [True, True, True, False]
     # large_kernel: the (3,7,7) kernel zero-padded to (5,11,11): the same function.
     large = summary.loc["large_kernel"]
     assert int(large["weights_transferred"]) == 1
@@ -145,8 +145,24 @@ def test_study_from_pretrained_checkpoint_end_to_end(
     assert int(wide["weights_transferred"]) > 1
     assert wide["transfer_feature_rel_error"] < 1e-5
     assert wide["transfer_feature_cosine"] > 0.9999
+    # r2plus1d: a rank-22 SVD of the random (64, 3, 3, 7, 7) kernel: close to, not at, the source.
+    svd = summary.loc["r2plus1d"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = create_model(
+            "r3d_18", stem="r2plus1d", num_classes=len(CLASSES), weights=checkpoint, **TINY
+        ).weights_report
+    stated = report["detail"].str.extract(r"reconstruction error ([0-9.]+)")[0].dropna()
+    assert svd["transfer_error"] == pytest.approx(float(stated.iloc[0]))
+    assert 0.1 < svd["transfer_error"] < 1
+    assert 1e-3 < svd["transfer_feature_rel_error"] < 1
+    assert 0.5 < svd["transfer_feature_cosine"] < 0.9999
     print(
-        f"\nsurvival (rel error, cosine): large_kernel {large['transfer_feature_rel_error']:.2e} "
+        f"\nr2plus1d (SVD): transfer_error {svd['transfer_error']:.4f}, rel error "
+        f"{svd['transfer_feature_rel_error']:.3e}, cosine {svd['transfer_feature_cosine']:.6f}"
+    )
+    print(
+        f"survival (rel error, cosine): large_kernel {large['transfer_feature_rel_error']:.2e} "
         f"{large['transfer_feature_cosine']:.8f}; wide {wide['transfer_feature_rel_error']:.2e} "
         f"{wide['transfer_feature_cosine']:.8f}; run_study {seconds:.1f} s"
     )
