@@ -1,64 +1,55 @@
-"""The ``stemlab`` command: ``list``, ``inspect``, ``filters`` (and subcommands added by plugins).
+"""The ``stemlab`` command: ``list``, ``inspect``, ``filters``, ``study run`` and ``report``.
 
 Each subcommand is an ``add_parser(subparsers)`` function that adds its parser and sets
-``handler`` (``Namespace -> int``) as a default. Modules in :data:`SUBCOMMAND_MODULES` are imported
-when the parser is built; they add their subcommands with :func:`register_subcommand`::
+``handler`` (``Namespace -> int``) as a default; :func:`build_parser` lists them all, the study
+subcommands imported from :mod:`stemlab.cli_study`.
 
-    from stemlab.cli import register_subcommand
-
-    @register_subcommand
-    def add_study_parser(subparsers):
-        parser = subparsers.add_parser("study", help="run a study")
-        parser.set_defaults(handler=run_study)
-
-User mistakes (unknown names, bad values, missing files) end with a one-line message on stderr
-and exit status 2; set ``STEMLAB_DEBUG=1`` to get the traceback instead.
+User mistakes end with a one-line message on stderr and exit status 2: stemlab's own errors
+(:class:`~stemlab.errors.StemlabError`, which includes the ``TypeError`` of its argument checks),
+``ValueError`` and the file errors of paths the user gave. Any other exception (``KeyError``,
+``IndexError``, ``AttributeError``, a plain ``TypeError``, ...) is a bug and keeps its
+traceback. Set ``STEMLAB_DEBUG=1`` to get the traceback of user mistakes too. Warnings are shown
+as one ``stemlab: warning: ...`` line each.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import numbers
 import os
+import re
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, TextIO
 
 import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["SUBCOMMAND_MODULES", "CLIError", "main", "parse_shape", "register_subcommand"]
+from stemlab._cli_common import CLIError, Parser
+from stemlab.cli_study import add_report_parser, add_study_parser
+from stemlab.device import resolve_device
+from stemlab.errors import StemlabError
 
-AddParser = Callable[[Any], None]
+__all__ = ["USER_ERRORS", "CLIError", "build_parser", "main", "parse_shape"]
 
-SUBCOMMAND_MODULES: list[str] = ["stemlab.cli_study"]
-"""Modules imported before the parser is built, so that their subcommands register."""
-
-_ADD_PARSERS: list[AddParser] = []
 _FORMATS = ("table", "csv", "json", "markdown")
 _DEFAULT_INPUT = {"video": "1x3x16x112x112", "image": "1x3x224x224"}
-_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError, KeyError)
-
-
-class CLIError(Exception):
-    """A user mistake: reported as one line on stderr, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise CLIError(f"{self.prog}: {message} (see '{self.prog} --help')")
-
-
-def register_subcommand(add_parser: AddParser) -> AddParser:
-    """Decorator: add a subcommand; ``add_parser(subparsers)`` adds a parser with a ``handler``."""
-    if add_parser not in _ADD_PARSERS:
-        _ADD_PARSERS.append(add_parser)
-    return add_parser
+_LAYOUT = {"video": "N x C x T x H x W", "image": "N x C x H x W"}
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    StemlabError,
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
+"""What the CLI reports as a user mistake (one line, exit 2); anything else is a bug."""
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -76,18 +67,26 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda: CUDA is not available on this machine")
-    return torch.device(name)
+def _check_input_shape(backbone: str, kind: str, text: str, shape: tuple[int, ...]) -> None:
+    rank = 5 if kind == "video" else 4
+    if len(shape) != rank:
+        raise CLIError(
+            f"inspect --input {text} has {len(shape)} dims; {backbone} takes {_LAYOUT[kind]} "
+            f"(e.g. {_DEFAULT_INPUT[kind]})"
+        )
 
 
 def _build_model(args: argparse.Namespace) -> torch.nn.Module:
     import stemlab
 
-    model = stemlab.create_model(args.backbone, stem=args.stem, num_classes=args.num_classes)
+    try:
+        model = stemlab.create_model(args.backbone, stem=args.stem, num_classes=args.num_classes)
+    except TypeError as exc:
+        # a plain TypeError while building from the user's stem spec is a value of the wrong type
+        # in that spec (e.g. pool=3); stemlab's own checks raise StemlabTypeError already
+        if isinstance(exc, StemlabError) or not (args.stem and ":" in args.stem):
+            raise
+        raise CLIError(f"--stem {args.stem}: {exc}") from exc
     if args.weights is not None:
         load_weights = getattr(stemlab, "load_weights", None)
         if load_weights is None:
@@ -170,9 +169,16 @@ def _run_inspect(args: argparse.Namespace) -> int:
     from stemlab.backbones import BACKBONES
 
     kind = BACKBONES.entry(args.backbone).kind
-    shape = parse_shape(args.input or _DEFAULT_INPUT[kind])
-    device = _device(args.device)
+    text = args.input or _DEFAULT_INPUT[kind]
+    shape = parse_shape(text)
+    _check_input_shape(args.backbone, kind, text, shape)
+    device = resolve_device(args.device)
     model = _build_model(args).to(device).eval()
+    if shape[1] != model.stem.in_channels:
+        raise CLIError(
+            f"inspect --input {text} has C={shape[1]}; {args.backbone} with stem "
+            f"{args.stem or 'native'} takes C={model.stem.in_channels} (the second number)"
+        )
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
     flops = probes.flops_table(model, x)
     with (
@@ -205,17 +211,30 @@ def _run_filters(args: argparse.Namespace) -> int:
     from stemlab import probes
     from stemlab.report.figures import plot_filter_grid
 
+    out = _figure_path(args.out, f"{args.backbone}-{args.stem or 'native'}-filters")
     model = _build_model(args)
+    if args.weights is None:
+        warnings.warn(
+            "no --weights given: these are the filters of an untrained model (random init)",
+            stacklevel=1,
+        )
     filters = probes.first_layer_filters(model)
     title = f"{args.backbone} stem={args.stem or 'native'}: first-layer filters"
-    plot_filter_grid(filters, title=title, out=args.out)
+    plot_filter_grid(filters, title=title, out=out)
     duplicates = int(filters.table.query("kernel == 'conv'")["near_duplicate"].sum())
     print(
-        f"wrote {args.out}: {filters.module} {tuple(filters.weight.shape)}"
+        f"wrote {out}: {filters.module} {tuple(filters.weight.shape)}"
         + (f", composed {tuple(filters.effective.shape)}" if filters.effective is not None else "")
         + f", {duplicates} near-duplicate filters"
     )
     return 0
+
+
+def _figure_path(out: Path, name: str) -> Path:
+    """Where a figure goes: ``out`` itself, ``out/<name>.png`` for a folder, ``.png`` if no suffix."""
+    if out.is_dir():
+        return out / (re.sub(r"[^A-Za-z0-9_.-]+", "_", name) + ".png")
+    return out if out.suffix else out.with_suffix(".png")
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -225,14 +244,12 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-classes", type=int, default=400, help="classifier size")
 
 
-@register_subcommand
 def _add_list_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("list", help="list stems and backbones")
     parser.add_argument("--format", choices=_FORMATS, default="table")
     parser.set_defaults(handler=_run_list)
 
 
-@register_subcommand
 def _add_inspect_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "inspect", help="per-module output shape, params and FLOPs (fvcore, 1 FMA = 1 flop)"
@@ -245,29 +262,164 @@ def _add_inspect_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--format", choices=_FORMATS, default="table")
     parser.add_argument("--stats", action="store_true", help="add activation statistics columns")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--device", default="auto", help="auto (default), cpu, cuda or cuda:N; checked first"
+    )
     parser.set_defaults(handler=_run_inspect)
 
 
-@register_subcommand
 def _add_filters_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("filters", help="plot the stem's first-layer filters")
     _add_model_arguments(parser)
-    parser.add_argument("--out", required=True, metavar="FILE.png", help="figure to write")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE.png",
+        help="figure to write; a folder gets <backbone>-<stem>-filters.png",
+    )
     parser.set_defaults(handler=_run_filters)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``stemlab`` parser with every registered subcommand."""
-    for module in SUBCOMMAND_MODULES:
-        importlib.import_module(module)
-    parser = _Parser(prog="stemlab", description="Stem ablation and analysis for video CNNs.")
-    subparsers = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+_CHANNELS_INPUT = {"video": "8x3x8x32x32", "image": "8x3x32x32"}
+
+
+def _channel_batches(args: argparse.Namespace, kind: str) -> tuple[Any, str]:
+    """Labelled batches for ``channels --data`` and a description of them."""
+    from torch.utils.data import DataLoader, Subset
+
+    from stemlab.data import SyntheticMotion, VideoFolder
+
+    text = args.input or _CHANNELS_INPUT[kind]
+    shape = parse_shape(text)
+    if len(shape) != (5 if kind == "video" else 4) or shape[1] != 3:
+        raise CLIError(
+            f"channels --input {text}: {args.backbone} takes {_LAYOUT[kind]} batches of RGB "
+            f"clips, e.g. {_CHANNELS_INPUT[kind]}"
+        )
+    batch, frames, size = shape[0], (shape[2] if kind == "video" else 1), shape[-2:]
+    if args.data == "synthetic_motion":
+        # a single frame shows no motion, so image backbones get the appearance task
+        task = "motion" if kind == "video" else "appearance"
+        dataset: Any = SyntheticMotion(
+            args.samples, task=task, clip_len=frames, size=size, seed=args.seed
+        )
+        source = f"{args.samples} synthetic_motion ({task}) clips"
+    else:
+        root = Path(args.data)
+        if not root.is_dir():
+            raise CLIError(
+                f"--data {args.data}: expected 'synthetic_motion' or a folder with one "
+                "sub-folder of videos per class"
+            )
+        folder = VideoFolder(root, clip_len=frames, size=size, seed=args.seed, progress=False)
+        dataset = Subset(folder, range(min(args.samples, len(folder))))
+        source = f"{len(dataset)} clips of {root}"
+    loader = DataLoader(dataset, batch_size=batch, shuffle=False)
+    if kind == "video":
+        return loader, source
+    return ((clip[:, :, clip.shape[2] // 2], label, *rest) for clip, label, *rest in loader), source
+
+
+def _run_channels(args: argparse.Namespace) -> int:
+    from stemlab.backbones import BACKBONES
+    from stemlab.probes.channel_ablation import channel_ablation
+    from stemlab.probes.channel_usage import channel_usage
+
+    kind = BACKBONES.entry(args.backbone).kind
+    device = resolve_device(args.device)
+    model = _build_model(args).to(device)
+    if args.weights is None:
+        warnings.warn(
+            "no --weights given: usage and ablation describe an untrained model (random init)",
+            stacklevel=1,
+        )
+    usage = channel_usage(model)
+    stage = usage.attrs["first_block"].split(".")[0]
+    count = usage.attrs["channels_for_90pct"]
+    lines = [
+        f"{count} of {len(usage)} channels carry 90% of {stage}'s input weight"
+        if count is not None
+        else f"{stage} gives every stem channel zero weight"
+    ]
+    table = usage
+    if args.data is not None:
+        batches, source = _channel_batches(args, kind)
+        ablation = channel_ablation(model, batches, layer="stem", metric=args.metric)
+        table = usage.merge(ablation[["channel", "ablated", "drop"]], on="channel")
+        top = ablation.loc[ablation["drop"].idxmax()]
+        lines.append(
+            f"{args.metric} {ablation['baseline'].iloc[0]:.4g} on {source}; zeroing stem channel "
+            f"{int(top['channel'])} changes it most (drop {top['drop']:.4g})"
+        )
+    print(_render(table, args.format))
+    summary = sys.stdout if args.format in ("table", "markdown") else sys.stderr
+    for line in lines:
+        print(line, file=summary)
+    return 0
+
+
+def _add_channels_parser(subparsers: Any) -> None:
+    from stemlab._cli_common import positive_int
+
+    parser = subparsers.add_parser(
+        "channels",
+        help="how layer1 reads each stem channel (weight usage) and, with --data, ablation drops",
     )
-    for add_parser in _ADD_PARSERS:
+    _add_model_arguments(parser)
+    parser.add_argument(
+        "--data",
+        default=None,
+        metavar="synthetic_motion|FOLDER",
+        help="also zero each stem channel and measure the metric on this data",
+    )
+    parser.add_argument("--samples", type=positive_int, default=32, help="clips to evaluate")
+    parser.add_argument(
+        "--input",
+        default=None,
+        help="batch shape N x C x [T x] H x W of the data, default 8x3x8x32x32 (video), "
+        "8x3x32x32 (image)",
+    )
+    parser.add_argument("--metric", choices=("accuracy", "loss"), default="accuracy")
+    parser.add_argument("--seed", type=int, default=0, help="data seed")
+    parser.add_argument("--format", choices=_FORMATS, default="table")
+    parser.add_argument(
+        "--device", default="auto", help="auto (default), cpu, cuda or cuda:N; checked first"
+    )
+    parser.set_defaults(handler=_run_channels)
+
+
+SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
+    _add_list_parser,
+    _add_inspect_parser,
+    _add_filters_parser,
+    _add_channels_parser,
+    add_study_parser,
+    add_report_parser,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``stemlab`` parser with every subcommand."""
+    parser = Parser(prog="stemlab", description="Stem ablation and analysis for video CNNs.")
+    subparsers = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=Parser
+    )
+    for add_parser in SUBCOMMANDS:
         add_parser(subparsers)
     return parser
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"stemlab: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -280,25 +432,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status: 0 on success, 2 for user mistakes.
     """
     try:
-        args = build_parser().parse_args(argv)
-        if getattr(args, "out", None) is not None:
-            args.out = Path(args.out)
-        return int(args.handler(args))
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            args = build_parser().parse_args(argv)
+            if getattr(args, "out", None) is not None:
+                args.out = Path(args.out)
+            return int(args.handler(args))
     except SystemExit as exc:  # --help, --version
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
-    except CLIError as exc:
-        message = str(exc)
-    except _USER_ERRORS as exc:
-        if os.environ.get("STEMLAB_DEBUG"):
+    except USER_ERRORS as exc:
+        if os.environ.get("STEMLAB_DEBUG") and not isinstance(exc, CLIError):
             raise
-        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        message = str(exc)
     print(f"stemlab: error: {' '.join(message.split())}", file=sys.stderr)
     return 2
 
 
 if __name__ == "__main__":
-    # Under ``python -m stemlab.cli`` this file is ``__main__``; plugins register with the
-    # importable ``stemlab.cli``, so run that module's main.
-    from stemlab.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

@@ -5,28 +5,29 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import warnings
+from pathlib import Path
 from typing import Any
 
-from stemlab.cli import register_subcommand
+from stemlab._cli_common import CLIError, positive_int
 
 __all__ = ["add_report_parser", "add_study_parser"]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def _run_study(args: argparse.Namespace) -> int:
+    from stemlab.device import resolve_device
     from stemlab.report import render_report
     from stemlab.study import load_study, run_study
 
+    resolve_device(args.device)  # before the study file runs any code
     study = load_study(args.path)
+    command = "stemlab study run " + shlex.join(
+        [
+            str(args.path),
+            *(["--quick"] if args.quick else []),
+            *(["--out", str(args.out)] if args.out else []),
+        ]
+    )
     try:
         run = run_study(
             study,
@@ -37,6 +38,8 @@ def _run_study(args: argparse.Namespace) -> int:
             resume=not args.no_resume,
             device=args.device,
             progress=not args.quiet,
+            wait=args.wait,
+            command=command,
         )
     except KeyboardInterrupt:
         print(
@@ -44,13 +47,6 @@ def _run_study(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    command = "stemlab study run " + shlex.join(
-        [
-            str(args.path),
-            *(["--quick"] if args.quick else []),
-            *(["--out", str(args.out)] if args.out else []),
-        ]
-    )
     paths = render_report(run.out_dir, command=command)
     if not args.quiet:
         print(
@@ -62,14 +58,41 @@ def _run_study(args: argparse.Namespace) -> int:
 
 
 def _run_report(args: argparse.Namespace) -> int:
+    """Rebuild the tables from the cell records (never from the CSVs), then render the report."""
     from stemlab.report import render_report
+    from stemlab.study import CellStore, Study, build_tables, write_tables
+    from stemlab.study.manifest import cell_counts, read_manifest, rebuild_manifest, write_manifest
+    from stemlab.study.runner import tables_from_cells
+    from stemlab.study.spec import Cell
 
-    paths = render_report(args.dir)
+    out = Path(args.dir)
+    if not out.is_dir():
+        raise CLIError(f"report: {out} is not a folder")
+    store = CellStore(out / "cells")
+    manifest = read_manifest(out)
+    if manifest is None:
+        if not store.stored_keys():
+            raise CLIError(f"report: {out} is not a study folder (no manifest.json, no cells/)")
+        manifest = rebuild_manifest(out)
+        warnings.warn(f"{out / 'manifest.json'} is missing: rebuilt from the cells", stacklevel=1)
+    if manifest["config"]:
+        tables = tables_from_cells(Study(**manifest["config"]), out)
+    else:
+        warnings.warn(
+            f"the study's config could not be recovered (damaged manifest, and the cells in "
+            f"{store.root} define no one study): the report shows the stored cells as they are",
+            stacklevel=1,
+        )
+        records = [r for r in map(store.read, store.stored_keys()) if r is not None]
+        tables = build_tables([Cell(r["kind"], r["config"]) for r in records], store)
+        write_tables(tables, out / "tables")
+    manifest["cells"] = cell_counts(tables["cells"])
+    write_manifest(out, manifest)
+    paths = render_report(out)
     print(f"report: {paths['html']}")
     return 0
 
 
-@register_subcommand
 def add_study_parser(subparsers: Any) -> None:
     """``stemlab study run PATH [--quick] [--out DIR] [--executor local|ray] [--workers N] ...``."""
     parser = subparsers.add_parser("study", help="run a study script")
@@ -86,17 +109,25 @@ def add_study_parser(subparsers: Any) -> None:
     )
     run.add_argument("--executor", choices=("local", "ray"), default="local")
     run.add_argument(
-        "--workers", type=_positive_int, default=1, metavar="N", help="cells in parallel"
+        "--workers", type=positive_int, default=1, metavar="N", help="cells in parallel"
     )
     run.add_argument("--no-resume", action="store_true", help="rerun cells that already finished")
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument(
+        "--device", default="auto", help="auto (default), cpu, cuda or cuda:N; checked first"
+    )
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another driver is running on the output folder, wait for it instead of exiting",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary lines")
     run.set_defaults(handler=_run_study)
 
 
-@register_subcommand
 def add_report_parser(subparsers: Any) -> None:
-    """``stemlab report DIR``: re-render figures, report.md and index.html from a study folder."""
-    parser = subparsers.add_parser("report", help="re-render a study's report from its folder")
+    """``stemlab report DIR``: rebuild tables from the cells, re-render figures and the report."""
+    parser = subparsers.add_parser(
+        "report", help="rebuild a study's tables from its cells and re-render its report"
+    )
     parser.add_argument("dir", help="study output folder, e.g. reports/stem_ablation")
     parser.set_defaults(handler=_run_report)

@@ -129,19 +129,16 @@ def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and "inspect" in out and "filters" in out
 
 
-def test_plugins_register_subcommands(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(cli, "_ADD_PARSERS", list(cli._ADD_PARSERS))
+def test_subcommands_are_imported_directly_without_an_import_loop() -> None:
+    import subprocess
+    import sys
 
-    @cli.register_subcommand
-    def add_echo(subparsers: object) -> None:
-        parser = subparsers.add_parser("echo")  # type: ignore[attr-defined]
-        parser.add_argument("word")
-        parser.set_defaults(handler=lambda args: print(args.word) or 0)
-
-    code, out, _ = run(capsys, "echo", "hello")
-    assert code == 0 and out == "hello\n"
+    code = "import sys, stemlab.cli_study; print('stemlab.cli' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
+    assert not hasattr(cli, "SUBCOMMAND_MODULES") and not hasattr(cli, "register_subcommand")
+    commands = cli.build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert list(commands) == ["list", "inspect", "filters", "channels", "study", "report"]
 
 
 def test_parse_shape() -> None:
@@ -149,3 +146,78 @@ def test_parse_shape() -> None:
     assert cli.parse_shape("2X3x224x224") == (2, 3, 224, 224)
     with pytest.raises(cli.CLIError):
         cli.parse_shape("1x3x-4x4x4")
+
+
+# --- stemlab channels ---------------------------------------------------------------------------
+
+
+def _checkpoint(tmp_path: Path, backbone: str, stem: str, num_classes: int) -> tuple[Path, object]:
+    torch.manual_seed(7)
+    model = stemlab.create_model(backbone, stem=stem, num_classes=num_classes)
+    path = tmp_path / f"{backbone}.pt"
+    torch.save(model.state_dict(), path)
+    return path, model
+
+
+def test_channels_usage_table_matches_the_probe(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from stemlab.probes.channel_usage import channel_usage
+
+    checkpoint, model = _checkpoint(tmp_path, "resnet18", "resnet:width=12", 5)
+    argv = ["channels", "resnet18", "--stem", "resnet:width=12", "--num-classes", "5"]
+    code, out, err = run(capsys, *argv, "--weights", str(checkpoint), "--format", "csv")
+    assert code == 0, err
+    table = pd.read_csv(io.StringIO(out))
+    expected = channel_usage(model)
+    assert list(table.columns) == ["channel", "usage", "share"]
+    assert table["channel"].tolist() == list(range(12))
+    assert table["usage"].to_numpy() == pytest.approx(expected["usage"].to_numpy(), rel=1e-12)
+    assert table["share"].sum() == pytest.approx(1.0)
+    count = expected.attrs["channels_for_90pct"]
+    assert f"{count} of 12 channels carry 90% of layer1's input weight" in err
+    assert "untrained" not in err
+    code, out, err = run(capsys, *argv)
+    assert code == 0 and "untrained model" in err
+    lines = out.strip().splitlines()
+    assert lines[0].split() == ["channel", "usage", "share"] and len(lines) == 14
+    assert lines[-1].endswith("channels carry 90% of layer1's input weight")
+
+
+def test_channels_with_synthetic_data_adds_the_ablation(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from torch.utils.data import DataLoader
+
+    from stemlab.data import SyntheticMotion
+    from stemlab.probes.channel_ablation import channel_ablation
+
+    checkpoint, model = _checkpoint(tmp_path, "r3d_18", "basic:width=4", 4)
+    code, out, err = run(capsys, "channels", "r3d_18", "--stem", "basic:width=4",
+                         "--num-classes", "4", "--weights", str(checkpoint), "--data",
+                         "synthetic_motion", "--samples", "4", "--input", "2x3x4x16x16",
+                         "--metric", "loss", "--format", "json", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [row["channel"] for row in rows] == [0, 1, 2, 3]
+    assert set(rows[0]) == {"channel", "usage", "share", "ablated", "drop"}
+    data = DataLoader(SyntheticMotion(4, clip_len=4, size=16, seed=0), batch_size=2)
+    expected = channel_ablation(model, data, metric="loss")
+    assert [row["drop"] for row in rows] == pytest.approx(expected["drop"].tolist(), abs=1e-9)
+    assert f"loss {expected['baseline'][0]:.4g} on 4 synthetic_motion (motion) clips" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--data", "/no/such/folder"], "--data /no/such/folder: expected 'synthetic_motion'"),
+        (["--data", "synthetic_motion", "--input", "2x3x16x16"], "takes N x C x T x H x W"),
+        (["--samples", "0"], "expected a positive integer"),
+        (["--metric", "top5"], "invalid choice: 'top5'"),
+    ],
+)
+def test_channels_user_errors(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, _, err = run(capsys, "channels", "r3d_18", "--stem", "basic:width=4", *argv)
+    assert code == 2 and message in err

@@ -8,6 +8,7 @@ the run history of the damaged file is kept wherever it can still be read.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -93,93 +94,118 @@ def cell_counts(cells: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def _salvage_runs(text: str) -> list[dict[str, Any]]:
-    """The run history of a damaged manifest's text, as far as it can still be read."""
+def _salvage(text: str, field: str, kind: type) -> Any:
+    """The value of top-level ``field`` in a damaged manifest's text, if it can still be read.
+
+    A truncated file still holds every field written before the cut, complete.
+    """
     try:
         parsed = json.loads(text)
     except ValueError:
         parsed = None
-    if isinstance(parsed, dict) and isinstance(parsed.get("runs"), list):
-        return [run for run in parsed["runs"] if _run_ok(run)]
-    # truncated: the runs list is complete if the cut came after it
-    marker = text.find('"runs":')
+    if isinstance(parsed, dict):
+        value = parsed.get(field)
+        return value if isinstance(value, kind) else None
+    marker = text.find(f'"{field}":')
     if marker < 0:
-        return []
-    start = text.find("[", marker)
+        return None
+    start = marker + len(field) + 3
+    while start < len(text) and text[start].isspace():
+        start += 1
     try:
-        runs, _ = json.JSONDecoder().raw_decode(text, start)
+        value, _ = json.JSONDecoder().raw_decode(text, start)
     except ValueError:
-        return []
-    return [run for run in runs if _run_ok(run)] if isinstance(runs, list) else []
+        return None
+    return value if isinstance(value, kind) else None
+
+
+def _salvage_runs(text: str) -> list[dict[str, Any]]:
+    """The run history of a damaged manifest's text, as far as it can still be read."""
+    runs = _salvage(text, "runs", list) or []
+    return [run for run in runs if _run_ok(run)]
+
+
+def _covers(config: Any, records: list[dict[str, Any]]) -> bool:
+    """Whether ``config`` is a valid study whose grid holds every record."""
+    if not isinstance(config, dict) or not config:
+        return False
+    try:
+        keys = {cell.key for cell in Study(**config).cells()}
+    except (TypeError, ValueError):
+        return False
+    return all(r["key"] in keys for r in records)
 
 
 def _study_config(records: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The config of the study whose grid the records are, or ``None`` if they are no one grid."""
+    """The config of the study whose grid the records are, or ``None`` if they are no one grid.
+
+    Cell configs repeat the study's fields (``data``, ``training``, ...) under the same names;
+    the grid axes (backbones, stems, seeds) are collected over the cells. The result is checked
+    by hashing: every record must be a cell of the rebuilt study.
+    """
     train = [r["config"] for r in records if r["kind"] == "train"]
     profile = [r["config"] for r in records if r["kind"] == "profile"]
     if not train:
         return None
+    names = {f.name for f in dataclasses.fields(Study)}
+    axes = {"kind", "study", "backbone", "backbone_kwargs", "stem", "seed"}
     first = train[0]
+    config: dict[str, Any] = {k: v for k, v in first.items() if k in names and k not in axes}
     backbones: dict[str, Any] = {}
-    for config in train:
-        backbones.setdefault(config["backbone"], config["backbone_kwargs"])
-    stems = list(dict.fromkeys(c["stem"] for c in train + profile))
-    config: dict[str, Any] = {
-        "name": first["study"],
-        "backbones": backbones,
-        "stems": stems,
-        "seeds": sorted({c["seed"] for c in train}),
-        "data": first["data"],
-        "training": first["training"],
-        "probes": first["probes"],
-        "stem_width_multiplier": first.get("stem_width_multiplier", 1.0),
-        "profile": None,
-        "quick": {},
-        "description": "",
-        "findings": None,
-    }
+    for cell in train:
+        backbones.setdefault(cell["backbone"], cell["backbone_kwargs"])
+    config.update(
+        name=first["study"],
+        backbones=backbones,
+        stems=list(dict.fromkeys(c["stem"] for c in train + profile)),
+        seeds=sorted({c["seed"] for c in train}),
+    )
     if profile:
-        names = sorted({c["backbone"] for c in profile})
         one = profile[0]
+        profiled = sorted({c["backbone"] for c in profile})
         config["profile"] = {
-            "backbone": names[0] if len(names) == 1 else "*",
+            "backbone": profiled[0] if len(profiled) == 1 else "*",
             "input": one["input"],
             "kwargs": one["backbone_kwargs"],
             "num_classes": one.get("num_classes", 400),
         }
-        config["latency_runs"] = one.get("latency_runs", 5)
-    try:
-        study = Study(**config)
-    except (TypeError, ValueError):
-        return None
-    keys = {cell.key for cell in study.cells()}
-    return study.to_config() if all(r["key"] in keys for r in records) else None
+        if "latency_runs" in one:
+            config["latency_runs"] = one["latency_runs"]
+        if "probes" in one and "profile_probes" in names:
+            config["profile_probes"] = one["probes"]
+    return Study(**config).to_config() if _covers(config, records) else None
 
 
-def rebuild_manifest(
-    out_dir: str | os.PathLike[str], *, runs: list[Any] | None = None
-) -> dict[str, Any]:
+def rebuild_manifest(out_dir: str | os.PathLike[str], *, text: str = "") -> dict[str, Any]:
     """A manifest rebuilt from the valid cell records of ``out_dir`` (not written).
 
-    The study config is recovered from the cells' configs (its description and findings are
-    lost); when the records are not one study's grid, ``config`` is ``{}``.
+    Args:
+        out_dir: the study folder.
+        text: the damaged manifest's text: its run history and study config are kept where
+            they can still be read (the config only if every cell belongs to it).
+
+    Returns:
+        The manifest. The study config comes from ``text`` or else from the cells' configs (then
+        its description and findings are lost); ``{}`` when the cells are no one study's grid.
     """
     from stemlab.study.cell import package_versions
 
     store = CellStore(Path(out_dir) / "cells")
     records = [r for r in (store.read(key) for key in store.stored_keys()) if r is not None]
-    config = _study_config(records) or {}
+    old_config = _salvage(text, "config", dict)
+    config = old_config if _covers(old_config, records) else (_study_config(records) or {})
     rows = [
         {"key": r["key"], "status": r["status"], "seconds": r.get("seconds") or 0.0}
         for r in records
     ]
+    study = config.get("name") or (records[0]["config"].get("study", "") if records else "")
     return {
-        "study": config.get("name") or (records[0]["config"].get("study", "") if records else ""),
-        "quick": False,
+        "study": study,
+        "quick": bool(_salvage(text, "quick", bool)),
         "config": config,
         "versions": package_versions(),
         "cells": cell_counts(pd.DataFrame(rows)),
-        "runs": [run for run in (runs or []) if _run_ok(run)],
+        "runs": _salvage_runs(text),
         "rebuilt": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -207,7 +233,7 @@ def read_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     while aside.exists():
         aside = aside.with_name(aside.name + "x")
     os.replace(path, aside)
-    rebuilt = rebuild_manifest(out_dir, runs=_salvage_runs(text))
+    rebuilt = rebuild_manifest(out_dir, text=text)
     write_manifest(out_dir, rebuilt)
     warnings.warn(
         f"damaged {path}: {problem}; set aside as {aside.name} and rebuilt from the cells "

@@ -14,13 +14,18 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from stemlab._validation import check_choice
+from stemlab.device import resolve_device
+from stemlab.errors import StudyFileError
 from stemlab.study.cell import package_versions
-from stemlab.study.executors import make_executor
+from stemlab.study.executors import EXECUTORS, make_executor
+from stemlab.study.lock import StudyLock
+from stemlab.study.manifest import read_manifest
 from stemlab.study.spec import Study
 from stemlab.study.store import CellStore, atomic_write_text
 from stemlab.study.tables import build_tables, write_tables
 
-__all__ = ["StudyRun", "load_study", "run_study"]
+__all__ = ["StudyRun", "check_output_folder", "load_study", "run_study", "tables_from_cells"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ def load_study(path: str | os.PathLike[str]) -> Study:
 
     Raises:
         FileNotFoundError: no such file.
+        StudyFileError: the script has a syntax error, raises, or calls ``sys.exit``; the message
+            names the file and line.
         ValueError: the script defines no :class:`Study` called ``STUDY``.
     """
     path = Path(path)
@@ -64,6 +71,22 @@ def load_study(path: str | os.PathLike[str]) -> Study:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise StudyFileError(
+            f"study file {path} line {exc.lineno}: SyntaxError: {exc.msg}"
+        ) from exc
+    except SystemExit as exc:
+        raise StudyFileError(
+            f"study file {path} stopped: {exc.code}"
+            if isinstance(exc.code, str)
+            else f"study file {path} called sys.exit({exc.code!r})"
+        ) from exc
+    except StudyFileError:
+        raise  # the script explains itself (e.g. a missing dataset): its message as it is
+    except Exception as exc:
+        raise StudyFileError(
+            f"study file {path} line {_line_in(exc, path)}: {type(exc).__name__}: {exc}"
+        ) from exc
     finally:
         sys.modules.pop(module_name, None)
     study = getattr(module, "STUDY", None)
@@ -74,7 +97,101 @@ def load_study(path: str | os.PathLike[str]) -> Study:
     return study
 
 
+def _line_in(exc: BaseException, path: Path) -> int | str:
+    """The line of ``path`` in ``exc``'s traceback (the innermost one), or ``"?"``."""
+    line: int | str = "?"
+    tb = exc.__traceback__
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename) == path:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def tables_from_cells(study: Study, out_dir: str | os.PathLike[str]) -> dict[str, pd.DataFrame]:
+    """Build the study's tables from its cell records in ``out_dir`` and write ``tables/*.csv``.
+
+    The cells are the source of truth: ``stemlab report`` calls this too, never trusting CSVs.
+    """
+    out = Path(out_dir)
+    tables = build_tables(
+        study.cells(),
+        CellStore(out / "cells"),
+        config=study.to_config(),
+        baseline=study.reference_stem,
+    )
+    write_tables(tables, out / "tables")
+    return tables
+
+
+def check_output_folder(out: Path) -> None:
+    """Create ``out`` and check that a file can be written in it.
+
+    Raises:
+        ValueError: ``out`` cannot be created or written (the message says why).
+    """
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ValueError(
+            f"output folder {out} is not writable ({reason}); choose another with --out"
+        ) from None
+
+
 def run_study(
+    study: Study,
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    quick: bool = False,
+    executor: str = "local",
+    workers: int = 1,
+    resume: bool = True,
+    device: str = "auto",
+    progress: bool = True,
+    wait: bool = False,
+    command: str | None = None,
+) -> StudyRun:
+    """Run every cell of ``study`` not finished yet and write the consolidated tables.
+
+    Before any cell runs, the device and the output folder are checked and the folder's lock
+    (:class:`~stemlab.study.lock.StudyLock`) is taken, so one driver at a time works on it.
+
+    Args:
+        study, out_dir, quick, executor, workers, resume, device, progress: see
+            :func:`_run_unlocked`.
+        wait: if another driver holds the folder, wait for it instead of raising.
+        command: the command shown to a second driver (default ``sys.argv``).
+
+    Returns:
+        A :class:`StudyRun`.
+
+    Raises:
+        ValueError: unknown executor, unavailable device, or an output folder that cannot be
+            written.
+        StudyLockedError: another live driver holds the folder and ``wait`` is false.
+    """
+    check_choice("executor", executor, EXECUTORS)
+    resolve_device(device)
+    out = Path(out_dir) if out_dir is not None else Path("reports") / study.name
+    check_output_folder(out)
+    with StudyLock(out, command=command, wait=wait):
+        return _run_unlocked(
+            study,
+            out_dir=out,
+            quick=quick,
+            executor=executor,
+            workers=workers,
+            resume=resume,
+            device=device,
+            progress=progress,
+        )
+
+
+def _run_unlocked(
     study: Study,
     *,
     out_dir: str | os.PathLike[str] | None = None,
@@ -133,8 +250,7 @@ def run_study(
     finally:
         bar.close()
     seconds = time.perf_counter() - start
-    tables = build_tables(cells, store)
-    write_tables(tables, out / "tables")
+    tables = tables_from_cells(study, out)
     failed = int((tables["cells"]["status"] != "ok").sum()) if not tables["cells"].empty else 0
     _write_manifest(
         out, study, quick=quick, executor=executor, workers=workers, seconds=seconds, tables=tables
@@ -163,11 +279,7 @@ def _write_manifest(
     cells = tables["cells"]
     previous: dict[str, Any] = {}
     manifest_path = out / "manifest.json"
-    if manifest_path.exists():
-        try:
-            previous = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            previous = {}
+    previous = read_manifest(out) or {}  # a damaged one is set aside and rebuilt first
     runs = [
         *previous.get("runs", []),
         {
