@@ -517,12 +517,17 @@ def test_resolve_device_errors() -> None:
     ],
 )
 def test_study_file_errors_are_one_line(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, source: str, words: list[str]
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    source: str,
+    words: list[str],
 ) -> None:
     script = tmp_path / "bad_study.py"
     script.write_text(source)
-    code, _, err = cli_run(capsys, "study", "run", str(script), "--out", str(tmp_path / "o"))
-    assert_one_line_error(code, err, f"study file {script}", *words)
+    monkeypatch.chdir(tmp_path)  # a relative path, as users type it
+    code, _, err = cli_run(capsys, "study", "run", "bad_study.py", "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err, "study file bad_study.py", *words)
     assert not (tmp_path / "o").exists()
 
 

@@ -100,9 +100,10 @@ def load_study(path: str | os.PathLike[str]) -> Study:
 def _line_in(exc: BaseException, path: Path) -> int | str:
     """The line of ``path`` in ``exc``'s traceback (the innermost one), or ``"?"``."""
     line: int | str = "?"
+    target = path.resolve()
     tb = exc.__traceback__
     while tb is not None:
-        if Path(tb.tb_frame.f_code.co_filename) == path:
+        if Path(tb.tb_frame.f_code.co_filename).resolve() == target:
             line = tb.tb_lineno
         tb = tb.tb_next
     return line
