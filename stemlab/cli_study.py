@@ -18,6 +18,7 @@ def _run_study(args: argparse.Namespace) -> int:
     from stemlab.device import resolve_device
     from stemlab.report import render_report
     from stemlab.study import load_study, run_study
+    from stemlab.study.executors import default_workers
 
     resolve_device(args.device)  # before the study file runs any code
     study = load_study(args.path)
@@ -34,7 +35,8 @@ def _run_study(args: argparse.Namespace) -> int:
             out_dir=args.out,
             quick=args.quick,
             executor=args.executor,
-            workers=args.workers,
+            workers=default_workers(args.device) if args.workers == "auto" else args.workers,
+            threads=args.threads,
             resume=not args.no_resume,
             device=args.device,
             progress=not args.quiet,
@@ -93,6 +95,10 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workers(text: str) -> int | str:
+    return "auto" if text == "auto" else positive_int(text)
+
+
 def add_study_parser(subparsers: Any) -> None:
     """``stemlab study run PATH [--quick] [--out DIR] [--executor local|ray] [--workers N] ...``."""
     parser = subparsers.add_parser("study", help="run a study script")
@@ -109,7 +115,18 @@ def add_study_parser(subparsers: Any) -> None:
     )
     run.add_argument("--executor", choices=("local", "ray"), default="local")
     run.add_argument(
-        "--workers", type=positive_int, default=1, metavar="N", help="cells in parallel"
+        "--workers",
+        type=_workers,
+        default="auto",
+        metavar="N",
+        help="cells in parallel; auto (default): one per CPU core on CPU, one on a GPU",
+    )
+    run.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="torch threads per training cell (default: the cores divided among the workers)",
     )
     run.add_argument("--no-resume", action="store_true", help="rerun cells that already finished")
     run.add_argument(

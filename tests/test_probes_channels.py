@@ -229,8 +229,10 @@ def test_ablation_curve_validation() -> None:
     partial = channel_ablation(model, batches, channels=[0, 1])
     with pytest.raises(ValueError, match=r"rank every channel 0\.\.5"):
         ablation_curve(model, batches, importance=partial)
-    with pytest.raises(ValueError, match="metric"):
-        ablation_curve(model, batches, metric="loss", importance=partial)
+    with pytest.raises(ValueError, match=r"steps \[7\] are outside 0\.\.6"):
+        ablation_curve(model, batches, steps=[0, 7])
+    with pytest.raises(TypeError, match="steps must be a sequence of ints"):
+        ablation_curve(model, batches, steps=[0.5])
     with pytest.raises(ValueError, match="order='best' is not allowed"):
         ablation_curve(model, batches, order="best")
 
@@ -383,3 +385,17 @@ def test_channel_usage_follows_the_declared_first_block() -> None:
     assert table.attrs["first_conv"] == "layer1.0.conv1" and table.attrs["projection"] is None
     weight = model.layer1[0].conv1.weight.detach().double()
     np.testing.assert_allclose(table["usage"], weight.square().sum(dim=(0, 2, 3)).sqrt())
+
+
+def test_ablation_curve_steps_match_the_full_curve() -> None:
+    model = _small("resnet18", "resnet:width=6")
+    batches = _batches("resnet18")
+    importance = channel_ablation(model, batches, metric="loss")
+    full = ablation_curve(model, batches, metric="accuracy", importance=importance, seed=1)
+    few = ablation_curve(
+        model, batches, metric="accuracy", importance=importance, seed=1, steps=[0, 3, 6]
+    )
+    assert list(few["removed"]) == [0, 3, 6, 0, 3, 6]
+    merged = few.merge(full, on=["order", "removed"], suffixes=("_few", "_full"))
+    assert len(merged) == 6
+    assert (merged["metric_value_few"] == merged["metric_value_full"]).all()

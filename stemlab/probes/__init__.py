@@ -4,7 +4,7 @@ Every probe returns tidy pandas tables or tensors. Hooks live only inside a cont
 single call and are removed in ``finally``; the model's train/eval mode is restored.
 """
 
-from stemlab.probes import _study_builtin  # noqa: F401  (registers flops, grad_cam, filters)
+from stemlab.probes import _study_builtin, _study_channels  # noqa: F401  (registrations)
 from stemlab.probes.activations import (
     STAT_COLUMNS,
     ActivationRecorder,

@@ -308,6 +308,7 @@ def ablation_curve(
     importance: pd.DataFrame | None = None,
     seed: int = 0,
     max_batches: int | None = None,
+    steps: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """The metric as channels of ``layer`` are removed cumulatively, 0 to all of them.
 
@@ -323,13 +324,17 @@ def ablation_curve(
         layer: module whose output channels are removed.
         metric: ``"accuracy"`` or ``"loss"``.
         order: ``"importance"``, ``"random"`` or ``None`` for both.
-        importance: a :func:`channel_ablation` table over every channel of ``layer``, with the
-            same metric; measured here when ``None`` and needed.
+        importance: a :func:`channel_ablation` table over every channel of ``layer`` (with any
+            metric: its ``drop`` is positive when a channel matters for both); measured here,
+            with ``metric``, when ``None`` and needed.
         seed: seed of the random order.
         max_batches: use at most this many batches.
+        steps: numbers of removed channels to evaluate (each in ``0..C``); ``None`` = all of
+            ``0..C``. Fewer steps cost fewer passes over the data.
 
     Returns:
-        DataFrame ``order, removed, metric_value``: for each order, rows ``removed = 0..C``.
+        DataFrame ``order, removed, metric_value``: for each order, rows ``removed`` in
+        ``steps`` (default ``0..C``).
         ``.attrs``: ``layer``, ``metric``, ``num_channels``, ``orders`` (``{order: [channel, ...]}``),
         ``samples``.
 
@@ -344,16 +349,12 @@ def ablation_curve(
     check_positive_int("seed", seed, allow_zero=True)
     _resolve_layer(model, layer)
     orders = list(CURVE_ORDERS) if order is None else [order]
-    if (
-        isinstance(importance, pd.DataFrame)
-        and "metric" in importance.columns
-        and len(importance)
-        and set(importance["metric"]) != {metric}
-    ):
-        raise ValueError(
-            f"importance was measured with metric {sorted(set(importance['metric']))}, but "
-            f"metric={metric!r}"
-        )
+    if steps is not None:
+        if isinstance(steps, (str, bytes)) or not all(
+            isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in steps
+        ):
+            raise TypeError(f"steps must be a sequence of ints, got {steps!r}")
+        steps = sorted({int(k) for k in steps})
     if "importance" in orders and importance is None:
         if iter(data) is data:  # a one-shot iterator: keep its batches for the second pass
             data = [batch for _, batch in zip(range(max_batches or 2**62), data)]
@@ -362,13 +363,21 @@ def ablation_curve(
         )
     sequences: dict[str, list[int]] = {}
 
+    def counts(count: int) -> list[int]:
+        if steps is None:
+            return list(range(count + 1))
+        bad = [k for k in steps if not 0 <= k <= count]
+        if bad:
+            raise ValueError(f"steps {bad} are outside 0..{count} (the layer's channels)")
+        return steps
+
     def removals(count: int) -> list[_Removed]:
         for name in orders:
             if name == "importance":
                 sequences[name] = _importance_order(importance, count)
             else:
                 sequences[name] = [int(c) for c in np.random.default_rng(seed).permutation(count)]
-        return [tuple(sorted(s[:k])) for s in sequences.values() for k in range(count + 1)]
+        return [tuple(sorted(s[:k])) for s in sequences.values() for k in counts(count)]
 
     values, count, samples, _ = _evaluate(
         model, data, layer=layer, metric=metric, removals=removals, max_batches=max_batches
@@ -376,7 +385,7 @@ def ablation_curve(
     rows = [
         {"order": name, "removed": k, "metric_value": values[tuple(sorted(sequence[:k]))]}
         for name, sequence in sequences.items()
-        for k in range(count + 1)
+        for k in counts(count)
     ]
     frame = pd.DataFrame(rows, columns=["order", "removed", "metric_value"])
     frame.attrs.update(

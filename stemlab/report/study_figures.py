@@ -100,7 +100,13 @@ def training_curves(epochs: pd.DataFrame, *, chance: float | None = None) -> Fig
         ax_acc.axhline(100 * chance, color="gray", ls="--", lw=1, label="chance")
     for ax in (ax_acc, ax_loss):
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if not epochs.empty and epochs["epoch"].nunique() <= 12:
+            ticks = sorted(int(e) for e in epochs["epoch"].unique())
+            ax.set_xticks(ticks)
+            ax.set_xlim(ticks[0] - 0.5, ticks[-1] + 0.5)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.ticklabel_format(axis="y", useOffset=False)
         ax.grid(alpha=0.3)
     ax_acc.set_ylabel("validation top-1 (%)")
     ax_acc.set_title("Validation top-1 (band: min..max over seeds)", fontsize=10)

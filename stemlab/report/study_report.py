@@ -360,7 +360,7 @@ def _summary_tables(
             "before fine-tuning.",
         ),
     ]
-    shown_columns = {"backbone", "stem", "profile_backbone"}
+    shown_columns = {"backbone", "stem", "profile_backbone", "top5_mean"}
     for title, columns, note in groups:
         present = [c for c in columns if c in frame and frame[c].notna().any()]
         shown_columns.update(present)

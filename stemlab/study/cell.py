@@ -236,6 +236,7 @@ def _survival(
 
     native = create_model(
         config["backbone"],
+        stem=_scaled_stem(config["backbone"], None, config.get("stem_width_multiplier", 1.0)),
         num_classes=num_classes,
         weights=_weights_source(config),
         **config["backbone_kwargs"],

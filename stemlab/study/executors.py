@@ -23,7 +23,7 @@ from stemlab.errors import MissingDependencyError
 from stemlab.study.cell import run_cell
 from stemlab.study.spec import Cell
 
-__all__ = ["EXECUTORS", "LocalExecutor", "RayExecutor", "make_executor"]
+__all__ = ["EXECUTORS", "LocalExecutor", "RayExecutor", "default_workers", "make_executor"]
 
 EXECUTORS = ("local", "ray")
 OnResult = Callable[[dict[str, Any]], None]
@@ -34,8 +34,27 @@ WATCHDOG_SECONDS = 0.5
 """How often a worker checks that its driver is still its parent."""
 
 
-def _threads(workers: int) -> int:
+def _threads(workers: int, threads: int | None = None) -> int:
+    if threads is not None:
+        return check_positive_int("threads", threads)
     return max(1, (os.cpu_count() or 1) // workers)
+
+
+def default_workers(device: str = "auto") -> int:
+    """Cells in parallel when none is asked for: one per CPU core on CPU, one on a GPU.
+
+    Measured in ``benchmarks/bench_executor.py``: the study's small training models use a
+    second core poorly (small convolutions), so two one-thread workers beat one two-thread
+    worker on a 2-core machine.
+    """
+    if str(device).startswith("cuda"):
+        return 1
+    if device == "auto":
+        import torch
+
+        if torch.cuda.is_available():
+            return 1
+    return max(1, os.cpu_count() or 1)
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -61,21 +80,36 @@ def _die_with_parent(parent_pid: int) -> None:
 class LocalExecutor:
     """Cells in this process (``workers=1``) or in a pool of ``workers`` spawned processes.
 
+    Profiling cells time the model (latency), so they never share the machine: with several
+    workers they run after the pool, one at a time, in this process, with every core.
+
     Args:
         workers: parallel cells.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` for the cells.
+        threads: torch threads per cell; default: the cores divided among the workers.
     """
 
-    def __init__(self, *, workers: int = 1, device: str = "auto") -> None:
+    def __init__(
+        self, *, workers: int = 1, device: str = "auto", threads: int | None = None
+    ) -> None:
         self.workers = check_positive_int("workers", workers)
         self.device = device
-        self.threads = _threads(self.workers)
+        self.threads = _threads(self.workers, threads)
 
     def run(self, cells: Sequence[Cell], on_result: OnResult) -> None:
         """Run ``cells``; call ``on_result(record)`` as each one finishes."""
         if self.workers == 1:
             for cell in cells:
                 on_result(run_cell(cell.config, threads=self.threads, device=self.device))
+            return
+        timed = [cell for cell in cells if cell.kind == "profile"]
+        self._run_pool([cell for cell in cells if cell.kind != "profile"], on_result)
+        alone = max(self.threads, os.cpu_count() or 1)
+        for cell in timed:
+            on_result(run_cell(cell.config, threads=alone, device=self.device))
+
+    def _run_pool(self, cells: Sequence[Cell], on_result: OnResult) -> None:
+        if not cells:
             return
         with ProcessPoolExecutor(
             max_workers=self.workers,
@@ -152,10 +186,10 @@ class RayExecutor:
 
 
 def make_executor(
-    name: str, *, workers: int = 1, device: str = "auto"
+    name: str, *, workers: int = 1, device: str = "auto", threads: int | None = None
 ) -> LocalExecutor | RayExecutor:
     """Build the executor called ``name`` (``"local"`` or ``"ray"``)."""
     check_choice("executor", name, EXECUTORS)
     if name == "ray":
         return RayExecutor(workers=workers, device=device)
-    return LocalExecutor(workers=workers, device=device)
+    return LocalExecutor(workers=workers, device=device, threads=threads)

@@ -155,6 +155,7 @@ def run_study(
     progress: bool = True,
     wait: bool = False,
     command: str | None = None,
+    threads: int | None = None,
 ) -> StudyRun:
     """Run every cell of ``study`` not finished yet and write the consolidated tables.
 
@@ -162,7 +163,7 @@ def run_study(
     (:class:`~stemlab.study.lock.StudyLock`) is taken, so one driver at a time works on it.
 
     Args:
-        study, out_dir, quick, executor, workers, resume, device, progress: see
+        study, out_dir, quick, executor, workers, resume, device, progress, threads: see
             :func:`_run_unlocked`.
         wait: if another driver holds the folder, wait for it instead of raising.
         command: the command shown to a second driver (default ``sys.argv``).
@@ -189,6 +190,7 @@ def run_study(
             resume=resume,
             device=device,
             progress=progress,
+            threads=threads,
         )
 
 
@@ -202,6 +204,7 @@ def _run_unlocked(
     resume: bool = True,
     device: str = "auto",
     progress: bool = True,
+    threads: int | None = None,
 ) -> StudyRun:
     """Run every cell of ``study`` not finished yet and write the consolidated tables.
 
@@ -217,6 +220,8 @@ def _run_unlocked(
         resume: skip cells already finished in ``out_dir`` (``False`` reruns them all).
         device: device of the cells.
         progress: show a progress bar.
+        threads: torch threads per training cell (default: the cores divided among the
+            workers); profiling cells, which time the model, run alone with every core.
 
     Returns:
         A :class:`StudyRun`.
@@ -227,7 +232,7 @@ def _run_unlocked(
     store = CellStore(out / "cells")
     cells = study.cells()
     todo = [cell for cell in cells if not (resume and store.is_finished(cell.key))]
-    runner = make_executor(executor, workers=workers, device=device)
+    runner = make_executor(executor, workers=workers, device=device, threads=threads)
     start = time.perf_counter()
     bar = tqdm(
         total=len(cells),
@@ -254,7 +259,16 @@ def _run_unlocked(
     tables = tables_from_cells(study, out)
     failed = int((tables["cells"]["status"] != "ok").sum()) if not tables["cells"].empty else 0
     _write_manifest(
-        out, study, quick=quick, executor=executor, workers=workers, seconds=seconds, tables=tables
+        out,
+        study,
+        quick=quick,
+        executor=executor,
+        workers=workers,
+        seconds=seconds,
+        tables=tables,
+        ran=len(todo),
+        skipped=len(cells) - len(todo),
+        threads=runner.threads,
     )
     return StudyRun(
         out_dir=out,
@@ -276,6 +290,9 @@ def _write_manifest(
     workers: int,
     seconds: float,
     tables: dict[str, pd.DataFrame],
+    ran: int | None = None,
+    skipped: int | None = None,
+    threads: int | None = None,
 ) -> None:
     cells = tables["cells"]
     previous: dict[str, Any] = {}
@@ -288,7 +305,10 @@ def _write_manifest(
             "quick": quick,
             "executor": executor,
             "workers": workers,
+            "threads": threads,
             "seconds": round(seconds, 2),
+            "ran": ran,
+            "skipped": skipped,
         },
     ]
     manifest = {
