@@ -101,7 +101,7 @@ def test_every_backbone_every_stage(backbone: str) -> None:
     for entry in model.feature_info:
         with torch.no_grad():
             module, shapes = model.get_submodule(entry["module"]), []
-            handle = module.register_forward_hook(lambda m, i, o: shapes.append(o.shape))
+            handle = module.register_forward_hook(lambda m, i, o, s=shapes: s.append(o.shape))
             model.eval()(x)
             model.train()
             handle.remove()
