@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["new_figure", "stage_roles"]
+__all__ = ["new_figure", "slug", "stage_roles"]
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -25,3 +26,8 @@ def stage_roles(model: Any) -> dict[str, str]:
     if not roles and hasattr(model, "stem"):
         roles["stem"] = "stem output"
     return roles
+
+
+def slug(text: str) -> str:
+    """``text`` as a file-name part: runs of other characters become one underscore."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")

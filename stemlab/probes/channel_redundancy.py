@@ -22,6 +22,13 @@ from torch import nn
 from stemlab._validation import check_positive_float
 from stemlab.probes._modules import check_model, first_tensor, model_device
 from stemlab.probes.cka import _evaluating, _iter_batches, _resolve_layer
+from stemlab.probes.contract import (
+    CellContext,
+    ProbeOutput,
+    StudyProbe,
+    SummaryColumn,
+    register_probe,
+)
 
 __all__ = ["ChannelMoments", "channel_redundancy", "effective_rank"]
 
@@ -162,3 +169,45 @@ def channel_redundancy(
         }
     )
     return frame
+
+
+# Study integration: how this probe runs in a study cell and what it adds to the report.
+
+
+def _redundancy_run(context: CellContext) -> ProbeOutput:
+    from stemlab.probes.channel_redundancy import channel_redundancy
+
+    table = channel_redundancy(context.model, context.batch_list("probe_samples", 128))
+    attrs = table.attrs
+    width = int(attrs["num_channels"])
+    return ProbeOutput(
+        metrics={
+            "effective_rank": float(attrs["effective_rank"]),
+            "effective_rank_fraction": float(attrs["effective_rank"]) / width,
+            "near_duplicate_pairs": int(attrs["near_duplicate_pairs"]),
+            "mean_abs_correlation": float(table["correlation"].abs().mean()),
+            "dead_stem_channels": len(attrs.get("dead_channels", [])),
+        },
+        tables={"channel_redundancy": table[table["near_duplicate"]].to_dict(orient="records")},
+    )
+
+
+register_probe(
+    StudyProbe(
+        name="channel_redundancy",
+        description="correlation between the stem's channels and their effective rank",
+        run=_redundancy_run,
+        needs=frozenset({"data"}),
+        tables=("channel_redundancy",),
+        summary=(
+            SummaryColumn(
+                "effective_rank",
+                "participation ratio of the stem output's channel covariance (probe clips)",
+            ),
+            SummaryColumn("effective_rank_fraction", "effective_rank / stem width"),
+            SummaryColumn("near_duplicate_pairs", "stem channel pairs with |correlation| >= 0.95"),
+            SummaryColumn("mean_abs_correlation", "mean |correlation| over stem channel pairs"),
+        ),
+        order=81,
+    )
+)

@@ -13,7 +13,7 @@ see, whatever the stem puts there. No data is needed.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,19 @@ from torch import nn
 
 from stemlab._validation import check_positive_float
 from stemlab.probes._modules import check_model
+from stemlab.probes._plots import new_figure
+from stemlab.probes.contract import (
+    CellContext,
+    FigureSpec,
+    ProbeOutput,
+    StudyProbe,
+    StudyView,
+    SummaryColumn,
+    register_probe,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["channel_usage", "channels_for_share", "first_block_convs"]
 
@@ -197,3 +210,74 @@ def channel_usage(model: nn.Module) -> pd.DataFrame:
         }
     )
     return frame
+
+
+# Study integration: how this probe runs in a study cell and what it adds to the report.
+
+
+def _usage_run(context: CellContext) -> ProbeOutput:
+    from stemlab.probes.channel_usage import channel_usage
+
+    table = channel_usage(context.model)
+    count = int(table.attrs["channels_for_90pct"])
+    return ProbeOutput(
+        metrics={
+            "usage_channels_90": count,
+            "usage_fraction_90": count / len(table),
+            "usage_top_share": float(table["share"].max()),
+        },
+        tables={"channel_usage": table.to_dict(orient="records")},
+    )
+
+
+def _usage_figures(view: StudyView) -> list[FigureSpec]:
+    table = view.tables.get("channel_usage")
+    if table is None or table.empty:
+        return []
+    first = set(view.first_seed_cells()["key"])
+    rows = table[table["key"].isin(first)]
+    rows = rows.assign(group=view.labels(rows))
+
+    def make() -> Figure:
+        figure = new_figure(6.8, 4.2)
+        ax = figure.subplots()
+        for i, (name, group) in enumerate(rows.groupby("group", sort=False)):
+            shares = np.sort(group["share"].to_numpy(dtype=float))[::-1]
+            x = np.arange(1, len(shares) + 1) / len(shares)
+            ax.plot(np.r_[0, x], np.r_[0, np.cumsum(shares)], color=f"C{i % 10}", label=name)
+        ax.plot([0, 1], [0, 1], color="gray", ls=":", lw=1, label="equal use")
+        ax.axhline(0.9, color="gray", ls="--", lw=1)
+        ax.set_xlabel("fraction of stem channels (most-read first)")
+        ax.set_ylabel("cumulative share of layer1's input weight norm")
+        ax.set_title("How layer1 reads the stem's channels (smallest seed)", fontsize=10)
+        ax.grid(alpha=0.3)
+        figure.legend(loc="outside right upper", fontsize=8)
+        return figure
+
+    return [
+        FigureSpec(
+            "channel_usage",
+            "Channel usage: cumulative share of layer1's input weight (L2 norm over each stem "
+            "channel in the first block's first conv and projection) against the fraction of "
+            "stem channels; dashed: 90%, dotted: every channel read equally.",
+            make,
+        )
+    ]
+
+
+register_probe(
+    StudyProbe(
+        name="channel_usage",
+        description="how strongly the first block reads each stem channel (weight norms)",
+        run=_usage_run,
+        tables=("channel_usage",),
+        summary=(
+            SummaryColumn(
+                "usage_channels_90", "stem channels carrying 90% of layer1's input weight norm"
+            ),
+            SummaryColumn("usage_fraction_90", "usage_channels_90 / stem width"),
+        ),
+        figures=_usage_figures,
+        order=80,
+    )
+)

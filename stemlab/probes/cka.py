@@ -20,11 +20,12 @@ stored Grams with :func:`cka_from_grams`; :func:`cka` is built on the same two p
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,18 @@ from torch.utils.data import Dataset
 
 from stemlab._validation import check_positive_int
 from stemlab.probes._modules import check_model, first_tensor, model_device, module_names_hint
+from stemlab.probes._plots import new_figure
+from stemlab.probes.contract import (
+    CellContext,
+    FigureSpec,
+    ProbeOutput,
+    StudyProbe,
+    StudyView,
+    register_probe,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "MIN_UNBIASED_SAMPLES",
@@ -571,3 +584,221 @@ def cka(
         for x, _ in _iter_batches(data, max_batches=max_batches):
             accumulator.update(recorder_a.run(x), recorder_b.run(x))
     return accumulator.table()
+
+
+# Study integration: how this probe runs in a study cell and what it adds to the report.
+
+
+def _cka_run(context: CellContext) -> ProbeOutput:
+    from stemlab.probes.cka import gram_matrices
+
+    grams = gram_matrices(context.model, context.batch_list("probe_samples", 128))
+    arrays = {f"gram.{layer}": np.stack(values) for layer, values in grams.items()}
+    arrays["layers"] = np.array(list(grams), dtype=str)  # network order of the layers
+    return ProbeOutput(arrays=arrays)
+
+
+def _cell_grams(view: StudyView, key: str) -> dict[str, list[np.ndarray]]:
+    arrays = view.arrays(key)
+    order = view.arrays(key).get("cka.layers")
+    names = (
+        [str(n) for n in order]
+        if order is not None
+        else sorted(n.removeprefix("cka.gram.") for n in arrays if n.startswith("cka.gram."))
+    )
+    return {name: list(arrays[f"cka.gram.{name}"]) for name in names}
+
+
+def _roles(layers: list[str]) -> dict[str, str]:
+    return {layer: ("stem output" if layer == "stem" else layer) for layer in layers}
+
+
+def _diagonal(a: dict[str, list[np.ndarray]], b: dict[str, list[np.ndarray]]) -> dict[str, float]:
+    from stemlab.probes.cka import cka_from_grams
+
+    table = cka_from_grams(a, b)
+    same = table[table["layer_a"] == table["layer_b"]]
+    return dict(zip(same["layer_a"], same["cka"]))
+
+
+def _cka_combine(view: StudyView) -> dict[str, pd.DataFrame]:
+    trained = view.trained()
+    if trained.empty:
+        return {}
+    rows = []
+    for backbone, cells in trained.groupby("backbone", sort=False):
+        grams = {key: _cell_grams(view, key) for key in cells["key"]}
+        grams = {k: g for k, g in grams.items() if g}
+        cells = cells[cells["key"].isin(grams)]
+        if cells.empty:
+            continue
+        by = {(r.stem, int(r.seed)): r.key for r in cells.itertuples()}
+        baseline = view.baseline if view.baseline in set(cells["stem"]) else None
+        for (stem, seed), key in by.items():
+            roles = _roles(list(grams[key]))
+            if baseline is not None and stem != baseline and (baseline, seed) in by:
+                for layer, value in _diagonal(grams[key], grams[by[(baseline, seed)]]).items():
+                    rows.append(
+                        {
+                            "backbone": backbone,
+                            "stem": stem,
+                            "reference": baseline,
+                            "comparison": "vs_baseline",
+                            "seed": seed,
+                            "seed_b": seed,
+                            "layer": roles.get(layer, layer),
+                            "cka": value,
+                        }
+                    )
+        for stem in dict.fromkeys(cells["stem"]):
+            seeds = sorted(s for (st, s) in by if st == stem)
+            for s1, s2 in itertools.combinations(seeds, 2):
+                roles = _roles(list(grams[by[(stem, s1)]]))
+                for layer, value in _diagonal(grams[by[(stem, s1)]], grams[by[(stem, s2)]]).items():
+                    rows.append(
+                        {
+                            "backbone": backbone,
+                            "stem": stem,
+                            "reference": stem,
+                            "comparison": "same_stem_other_seed",
+                            "seed": s1,
+                            "seed_b": s2,
+                            "layer": roles.get(layer, layer),
+                            "cka": value,
+                        }
+                    )
+    return {"cka": pd.DataFrame(rows)}
+
+
+def _cka_figures(view: StudyView) -> list[FigureSpec]:
+    table = view.tables.get("cka")
+    if table is None or table.empty or not (table["comparison"] == "vs_baseline").any():
+        return []
+    layers = list(dict.fromkeys(table["layer"]))
+    positions = {layer: i for i, layer in enumerate(layers)}
+    versus = table[table["comparison"] == "vs_baseline"]
+    floor = table[table["comparison"] == "same_stem_other_seed"]
+
+    def make() -> Figure:
+        figure = new_figure(8.5, 4.4)
+        ax = figure.subplots()
+        if not floor.empty:
+            by_layer = floor.groupby("layer")["cka"]
+            x = [positions[layer] for layer in layers if layer in by_layer.groups]
+            low = [by_layer.get_group(layer).min() for layer in layers if layer in by_layer.groups]
+            high = [by_layer.get_group(layer).max() for layer in layers if layer in by_layer.groups]
+            mean = [
+                by_layer.get_group(layer).mean() for layer in layers if layer in by_layer.groups
+            ]
+            ax.fill_between(
+                x, low, high, color="gray", alpha=0.25, label="same stem, other seed (min..max)"
+            )
+            ax.plot(x, mean, color="gray", ls="--", lw=1.2, label="same stem, other seed (mean)")
+        for i, (stem, group) in enumerate(versus.groupby("stem", sort=False)):
+            stats = (
+                group.groupby("layer")["cka"].agg(["mean", "min", "max"]).reindex(layers).dropna()
+            )
+            xs = [positions[layer] + (i - len(layers) / 2) * 0.01 for layer in stats.index]
+            ax.errorbar(
+                xs,
+                stats["mean"],
+                yerr=[stats["mean"] - stats["min"], stats["max"] - stats["mean"]],
+                marker="o",
+                ms=4,
+                capsize=3,
+                color=f"C{i % 10}",
+                label=f"{stem} vs {view.baseline}",
+            )
+        ax.set_xticks(range(len(layers)), layers)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("layer (aligned by role)")
+        ax.set_ylabel("linear CKA on the probe clips")
+        ax.set_title(
+            f"How far down does changing the stem reach? (reference: {view.baseline})", fontsize=10
+        )
+        ax.grid(alpha=0.3)
+        figure.legend(loc="outside right upper", fontsize=8)
+        return figure
+
+    seeds = int(versus["seed"].nunique())
+    return [
+        FigureSpec(
+            "cka_by_stage",
+            "Minibatch linear CKA (unbiased HSIC, Nguyen et al. 2021) between each stem's trained "
+            f"model and the `{view.baseline}` model of the same seed, per layer (points: mean over "
+            f"{seeds} seed(s), bars: min..max); grey: CKA between two seeds of the same stem, "
+            "the noise floor. A stem change reaches a layer where its points sit below the band.",
+            make,
+        )
+    ]
+
+
+def _cka_findings(view: StudyView) -> list[str]:
+    table = view.tables.get("cka")
+    if table is None or table.empty or view.compare is None:
+        return []
+    versus = table[table["comparison"] == "vs_baseline"]
+    floor = table[table["comparison"] == "same_stem_other_seed"]
+    if versus.empty or floor.empty:
+        return []
+    layers = list(dict.fromkeys(table["layer"]))
+    reaching, quiet = [], []
+    for stem, group in versus.groupby("stem", sort=False):
+        reached: list[tuple[str, pd.Series]] = []
+        for layer in layers:
+            ours = group[group["layer"] == layer]["cka"].to_numpy()
+            noise = floor[(floor["layer"] == layer) & floor["stem"].isin([stem, view.baseline])]
+            noise = noise["cka"].to_numpy()
+            if len(ours) < 2 or len(noise) < 2:
+                continue
+            long = pd.DataFrame(
+                {
+                    "arm": ["floor"] * len(noise) + ["stem"] * len(ours),
+                    "pair": [f"f{i}" for i in range(len(noise))]
+                    + [f"s{i}" for i in range(len(ours))],
+                    "value": np.r_[noise, ours],
+                }
+            )
+            row = view.compare(long, metric="value", by="arm", baseline="floor", pair_by="pair")
+            row = row.iloc[0]
+            if row["p_value"] * len(layers) < 0.05 and row["diff"] < 0:
+                reached.append((layer, row))
+        if reached:
+            layer, row = reached[-1]
+            reaching.append(
+                f"`{stem}` through {', '.join(r[0] for r in reached)} (deepest, {layer}: CKA "
+                f"{row['mean_b']:.2f} vs floor {row['mean_a']:.2f}, difference 95% CI "
+                f"{row['ci_low']:+.2f} to {row['ci_high']:+.2f})"
+            )
+        else:
+            quiet.append(stem)
+    n = int(versus["seed"].nunique())
+    lines = []
+    if reaching:
+        lines.append(
+            f"CKA to the `{view.baseline}` model of the same seed falls below the seed-to-seed "
+            f"floor (CKA between two seeds of the same stem) for: {'; '.join(reaching)}. Welch "
+            f"t per layer over {n} seeds, Bonferroni over {len(layers)} layers."
+        )
+    if quiet:
+        lines.append(
+            f"CKA: {', '.join(f'`{s}`' for s in quiet)} stay within the seed-to-seed floor of "
+            f"`{view.baseline}` at every layer: not distinguishable from a retrained baseline at "
+            f"n={n}."
+        )
+    return lines
+
+
+register_probe(
+    StudyProbe(
+        name="cka",
+        description="Gram matrices on the probe clips; CKA between stems and seeds (report)",
+        run=_cka_run,
+        needs=frozenset({"data"}),
+        combine=_cka_combine,
+        figures=_cka_figures,
+        findings=_cka_findings,
+        tables=("cka",),
+        order=83,
+    )
+)

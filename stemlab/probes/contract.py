@@ -87,6 +87,18 @@ class CellContext:
     batches: Callable[[], Iterable[Sequence[Any]]] | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
 
+    def batch_list(self, option: str, default: int) -> list[Sequence[Any]]:
+        """The first probe batches holding ``options[option]`` clips (else ``default``)."""
+        limit = int(self.options.get(option, default))
+        taken: list[Sequence[Any]] = []
+        count = 0
+        for batch in self.batches() if self.batches is not None else ():
+            if count >= limit:
+                break
+            taken.append(batch)
+            count += len(batch[0])
+        return taken
+
 
 @dataclass
 class ProbeOutput:
@@ -155,6 +167,10 @@ class StudyView:
     def label(self, backbone: str, stem: str) -> str:
         """``stem``, or ``backbone/stem`` when the study has several backbones."""
         return stem if self.single_backbone() else f"{backbone}/{stem}"
+
+    def labels(self, rows: pd.DataFrame) -> list[str]:
+        """:meth:`label` of every row of a table with ``backbone`` and ``stem`` columns."""
+        return [self.label(b, s) for b, s in zip(rows["backbone"], rows["stem"])]
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -12,6 +13,16 @@ from torch import nn
 
 from stemlab._validation import check_choice
 from stemlab.probes._modules import check_model, stem_of
+from stemlab.probes._plots import slug
+from stemlab.probes.contract import (
+    CellContext,
+    FigureSpec,
+    ProbeOutput,
+    StudyProbe,
+    StudyView,
+    SummaryColumn,
+    register_probe,
+)
 
 __all__ = [
     "FILTER_ORDERS",
@@ -357,3 +368,72 @@ def first_layer_filters(
         order_by=order_by,
         order=order,
     )
+
+
+# Study integration: how this probe runs in a study cell and what it adds to the report.
+
+
+def _filters_run(context: CellContext) -> ProbeOutput:
+    from stemlab.probes.filters import first_layer_filters
+
+    filters = first_layer_filters(context.model)
+    table = filters.table
+    output = ProbeOutput(tables={"filters": table.to_dict(orient="records")})
+    output.arrays["weight"] = filters.weight.numpy().astype(np.float32)
+    if filters.effective is not None:
+        output.arrays["effective"] = filters.effective.numpy().astype(np.float32)
+    kind = "effective" if (table["kernel"] == "effective").any() else "conv"
+    rows = table[table["kernel"] == kind]
+    if "temporal_energy_fraction" in rows:
+        output.metrics["filter_temporal_energy"] = float(rows["temporal_energy_fraction"].mean())
+    return output
+
+
+def _filters_figures(view: StudyView) -> list[FigureSpec]:
+    from stemlab.probes.figures import plot_filter_grid
+
+    specs = []
+    for _, cell in view.first_seed_cells().iterrows():
+        arrays = view.arrays(cell["key"])
+        weight = arrays.get("filters.effective", arrays.get("filters.weight"))
+        if weight is None:
+            continue
+        title = view.label(cell["backbone"], cell["stem"])
+        factorised = "filters.effective" in arrays
+        caption = (
+            f"First-layer filters of {title} after training (seed {int(cell['seed'])}), "
+            "ordered by L2 norm (largest first)"
+            + (
+                "; the (2+1)D stem is shown as its composed t x k x k kernel with the eval-mode "
+                "BN scale folded in (the ReLU between the convolutions is left out)."
+                if factorised
+                else "."
+            )
+        )
+        tensor = torch.from_numpy(weight.astype("float32"))
+        specs.append(
+            FigureSpec(
+                f"filters_{slug(title)}",
+                caption,
+                lambda tensor=tensor, title=title: plot_filter_grid(tensor, title=title),
+            )
+        )
+    return specs
+
+
+register_probe(
+    StudyProbe(
+        name="filters",
+        description="the stem's first-layer filters (composed kernel for (2+1)D stems)",
+        run=_filters_run,
+        tables=("filters",),
+        summary=(
+            SummaryColumn(
+                "filter_temporal_energy",
+                "share of first-layer filter energy that varies over time (effective kernel)",
+            ),
+        ),
+        figures=_filters_figures,
+        order=70,
+    )
+)

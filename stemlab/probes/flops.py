@@ -13,13 +13,24 @@ import math
 import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from stemlab.probes._modules import check_model, model_device
+from stemlab.probes._plots import new_figure
+from stemlab.probes.contract import (
+    CellContext,
+    FigureSpec,
+    ProbeOutput,
+    StudyProbe,
+    StudyView,
+    SummaryColumn,
+    register_probe,
+)
 
 with warnings.catch_warnings():
     # fvcore scripts a loss function at import time, which recent torch flags as deprecated.
@@ -36,6 +47,9 @@ with warnings.catch_warnings():
         matmul_flop_jit,
         norm_flop_counter,
     )
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["FLOP_FAMILIES", "flop_handles", "flops_table"]
 
@@ -296,3 +310,187 @@ def flops_table(
             }
         )
     return pd.DataFrame(rows)
+
+
+# Study integration: how this probe runs in a study cell and what it adds to the report.
+
+
+def _stem_geometry(model: torch.nn.Module) -> dict[str, Any]:
+    stem = model.stem
+    convs = [m for m in stem.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
+    kernel = "+".join("x".join(str(k) for k in c.kernel_size) for c in convs)
+    stride = getattr(stem, "stride", None)
+    return {
+        "stem_kernel": kernel,
+        "stem_stride": "x".join(str(s) for s in stride) if stride is not None else "",
+        "stem_width": int(stem.out_channels),
+        "stem_params": int(sum(p.numel() for p in stem.parameters())),
+    }
+
+
+def _flops_run(context: CellContext) -> ProbeOutput:
+    from stemlab.probes.flops import flops_table
+
+    model = context.model
+    if context.kind == "trained":
+        table = flops_table(model, context.inputs[:1].to(context.device))
+        total = float(table.loc[table["module"] == "", "flops"].iloc[0])
+        return ProbeOutput(metrics={"train_gflops": total / 1e9})
+    table = flops_table(model, context.inputs)
+    total = table[table["module"] == ""].iloc[0]
+    top = table[table["depth"] == 1].set_index("module")["flops"]
+    stages = [info["module"] for info in getattr(model, "feature_info", [])[1:]]
+    gflops = float(total["flops"]) / 1e9
+    stem_gflops = float(top.get("stem", 0.0)) / 1e9
+    metrics = {
+        "params": int(total["params"]),
+        "gflops": gflops,
+        "gflops_conv_linear": float(total["flops_conv"] + total["flops_linear"]) / 1e9,
+        "stem_gflops": stem_gflops,
+        "downstream_gflops": gflops - stem_gflops,
+        "first_stage_gflops": float(top.get(stages[0], math.nan)) / 1e9 if stages else None,
+        "unsupported_ops": str(total.get("unsupported_ops", "") or ""),
+        **_stem_geometry(model),
+    }
+    return ProbeOutput(metrics=metrics, tables={"flops": table.to_dict(orient="records")})
+
+
+def plot_flops_by_module(rows: pd.DataFrame, *, group: str = "group") -> Figure:
+    """Horizontal stacked GFLOPs (left) and parameters (right) per top-level module and group."""
+    frame = rows[rows["depth"] == 1]
+    modules = list(dict.fromkeys(frame["module"]))
+    groups = list(dict.fromkeys(frame[group]))
+    figure = new_figure(11.0, 0.42 * len(groups) + 1.8)
+    axes = figure.subplots(1, 2, sharey=True)
+    colors = {m: f"C{i % 10}" for i, m in enumerate(modules)}
+    for ax, column, scale, label in (
+        (axes[0], "flops", 1e9, "GFLOPs (one FMA = one flop)"),
+        (axes[1], "params", 1e6, "parameters (millions)"),
+    ):
+        table = frame.pivot_table(index=group, columns="module", values=column, aggfunc="sum")
+        table = table.reindex(index=groups, columns=modules).fillna(0) / scale
+        left = np.zeros(len(groups))
+        for module in modules:
+            values = table[module].to_numpy()
+            ax.barh(range(len(groups)), values, left=left, color=colors[module], label=module)
+            left += values
+        ax.set_xlim(0, left.max() * 1.05 if len(left) and left.max() > 0 else 1)
+        ax.set_xlabel(label)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(groups)), groups, fontsize=8)
+    axes[0].invert_yaxis()
+    figure.legend(
+        *axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8, title="module"
+    )
+    return figure
+
+
+def _flops_figures(view: StudyView) -> list[FigureSpec]:
+    table = view.tables.get("flops")
+    if table is None or table.empty:
+        return []
+    rows = table.assign(group=[f"{b}/{s}" for b, s in zip(table["backbone"], table["stem"])])
+    if rows["backbone"].nunique() == 1:
+        rows["group"] = rows["stem"]
+    backbones = ", ".join(sorted(rows["backbone"].unique()))
+    return [
+        FigureSpec(
+            "flops_breakdown",
+            f"GFLOPs and parameters per top-level module of the full-size profiling models "
+            f"({backbones}, random weights) at the profiling input.",
+            lambda: plot_flops_by_module(rows),
+        )
+    ]
+
+
+CONVENTION = (
+    "FLOPs are counted by fvcore with one fused multiply-add = one flop: convolutions and linear "
+    "layers exactly as torchvision's published GFLOPs; batch norm, activations, pooling and "
+    "residual adds by fvcore-style per-element conventions (a small share of the total)."
+)
+
+
+def _flops_findings(view: StudyView) -> list[str]:
+    summary = view.summary
+    if "gflops" not in summary or summary["gflops"].isna().all():
+        return []
+    rows = summary.dropna(subset=["gflops"])
+    cheap, dear = rows.loc[rows["gflops"].idxmin()], rows.loc[rows["gflops"].idxmax()]
+
+    def name(row: pd.Series) -> str:
+        profiled = row.get("profile_backbone") or row["backbone"]
+        return f"`{profiled}` with `{row['stem']}`"
+
+    lines = [
+        f"Profiled at full size ({_profile_text(view.config)}), the {len(rows)} "
+        f"(backbone, stem) rows span {cheap['gflops']:.2f} GFLOPs ({name(cheap)}) to "
+        f"{dear['gflops']:.2f} GFLOPs ({name(dear)}), and {rows['params'].min() / 1e6:.2f} M to "
+        f"{rows['params'].max() / 1e6:.2f} M parameters. {CONVENTION}"
+    ]
+    baseline = view.baseline
+    if baseline is not None and "stem_gflops" in rows and baseline in set(rows["stem"]):
+        parts = []
+        for _, group in rows.groupby("backbone", sort=False):
+            base = group[group["stem"] == baseline]
+            if base.empty:
+                continue
+            base = base.iloc[0]
+            for _, row in group[group["stem"] != baseline].iterrows():
+                d_stem = row["stem_gflops"] - base["stem_gflops"]
+                d_down = row["downstream_gflops"] - base["downstream_gflops"]
+                parts.append(
+                    f"{row['stem']} {row['gflops'] - base['gflops']:+.2f} "
+                    f"(stem {d_stem:+.2f}, downstream {d_down:+.2f})"
+                )
+        if parts:
+            lines.append(
+                f"Cost of each stem change against `{baseline}`, in GFLOPs at the profiling input, "
+                f"split into the stem itself and what it adds after the stem (a wider stem makes "
+                f"the first stage read more channels): {'; '.join(parts)}."
+            )
+    return lines
+
+
+def _profile_text(config: Any) -> str:
+    profile = (config or {}).get("profile") or {}
+    if not profile:
+        return "training model"
+    shape = "x".join(str(s) for s in profile.get("input", []))
+    return f"input {shape}, random weights"
+
+
+register_probe(
+    StudyProbe(
+        name="flops",
+        description="FLOPs and parameters per module (fvcore; one FMA = one flop)",
+        run=_flops_run,
+        runs_on=frozenset({"trained", "profile"}),
+        tables=("flops",),
+        summary=(
+            SummaryColumn("params", "parameters of the full-size profiling model", "profile"),
+            SummaryColumn(
+                "gflops", "GFLOPs of the profiling model at the profiling input", "profile"
+            ),
+            SummaryColumn(
+                "gflops_conv_linear",
+                "GFLOPs of its convolutions and linear layers only (torchvision's convention)",
+                "profile",
+            ),
+            SummaryColumn("stem_gflops", "GFLOPs of the stem alone (profiling model)", "profile"),
+            SummaryColumn(
+                "downstream_gflops", "GFLOPs after the stem (profiling model)", "profile"
+            ),
+            SummaryColumn("stem_kernel", "kernel(s) of the stem's convolutions", "profile"),
+            SummaryColumn("stem_stride", "total stride of the stem (t x h x w)", "profile"),
+            SummaryColumn("stem_width", "stem output channels at full size", "profile"),
+            SummaryColumn("stem_params", "parameters of the stem at full size", "profile"),
+            SummaryColumn(
+                "train_gflops",
+                "GFLOPs of the trained CPU-scale model on one training clip",
+            ),
+        ),
+        figures=_flops_figures,
+        findings=_flops_findings,
+        order=10,
+    )
+)

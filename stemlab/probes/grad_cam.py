@@ -18,6 +18,8 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from captum._utils.gradient import compute_layer_gradients_and_eval
@@ -26,6 +28,16 @@ from torch import nn
 
 from stemlab._validation import check_choice
 from stemlab.probes._modules import check_model, model_device, module_names_hint
+from stemlab.probes._plots import slug
+from stemlab.probes.contract import (
+    CellContext,
+    FigureSpec,
+    ProbeOutput,
+    StudyProbe,
+    StudyView,
+    SummaryColumn,
+    register_probe,
+)
 
 __all__ = ["GRAD_CAM_MODES", "attribution_per_frame", "grad_cam"]
 
@@ -281,3 +293,179 @@ def attribution_per_frame(cam: torch.Tensor) -> torch.Tensor:
     per_frame = cam.sum(dim=(2, 3))
     total = per_frame.sum(dim=1, keepdim=True)
     return torch.where(total > 0, per_frame / total.clamp_min(1e-30), torch.zeros_like(per_frame))
+
+
+# Study integration: how this probe runs in a study cell and what it adds to the report.
+
+
+MIN_MAP_SIZE = 8
+
+
+def default_gradcam_layer(model: torch.nn.Module, inputs: torch.Tensor) -> tuple[str, int]:
+    """The deepest stage whose maps are at least 8x8 at ``inputs`` (and that map's size).
+
+    Falls back to the largest map when no stage reaches 8x8.
+    """
+    stages = [info["module"] for info in model.feature_info]
+    sizes: dict[str, int] = {}
+    handles = []
+    try:
+        for name in stages:
+            module = model.get_submodule(name)
+
+            def hook(_m: Any, _i: Any, out: Any, name: str = name) -> None:
+                tensor = out[0] if isinstance(out, (tuple, list)) else out
+                if isinstance(tensor, torch.Tensor) and tensor.dim() >= 4:
+                    sizes[name] = int(min(tensor.shape[-2:]))
+
+            handles.append(module.register_forward_hook(hook))
+        with torch.no_grad():
+            model(inputs[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    usable = [s for s in stages if sizes.get(s, 0) >= MIN_MAP_SIZE]
+    if usable:
+        return usable[-1], sizes[usable[-1]]
+    best = max(sizes, key=lambda s: sizes[s])
+    return best, sizes[best]
+
+
+def _gradcam_run(context: CellContext) -> ProbeOutput:
+    from stemlab.probes.grad_cam import grad_cam
+
+    model, device = context.model, context.device
+    inputs = context.inputs.to(device)
+    layer = context.options.get("gradcam_layer")
+    if layer is None:
+        layer, size = default_gradcam_layer(model, inputs)
+    else:
+        size = None
+    with torch.no_grad():
+        predicted = model(inputs).argmax(1).cpu()
+    labels = context.labels
+    cam = grad_cam(model, inputs, labels.to(device), layer=layer).detach().cpu()
+    output = ProbeOutput(metrics={"gradcam_layer": layer, "gradcam_map_size": size})
+    if context.masks is not None:
+        mask = context.masks.to(cam.dtype).reshape(cam.shape)
+        mass = cam.flatten(1).sum(1)
+        scored = mass > 0  # an all-zero map (no positive evidence) has no distribution to score
+        on_object = (cam * mask).flatten(1).sum(1)[scored] / mass[scored]
+        area = float(mask.flatten(1).mean(1).mean())
+        output.metrics["object_area"] = area
+        if scored.any():
+            output.metrics["gradcam_on_object"] = float(on_object.mean())
+            output.metrics["gradcam_lift"] = float(on_object.mean()) - area
+        output.arrays["mask"] = context.masks[:2].numpy().astype(np.uint8)
+    output.arrays["cam"] = cam[:2].numpy().astype(np.float16)
+    output.arrays["input"] = context.inputs[:2].numpy().astype(np.float16)
+    output.arrays["labels"] = labels[:2].numpy()
+    output.arrays["predicted"] = predicted[:2].numpy()
+    return output
+
+
+def _gradcam_figures(view: StudyView) -> list[FigureSpec]:
+    from stemlab.probes.figures import plot_grad_cam_strip
+
+    specs = []
+    names = view.config.get("class_names") or None
+    for _, cell in view.first_seed_cells().iterrows():
+        arrays = view.arrays(cell["key"])
+        if "grad_cam.cam" not in arrays:
+            continue
+        title = view.label(cell["backbone"], cell["stem"])
+        clip = torch.from_numpy(arrays["grad_cam.input"][0].astype("float32"))
+        cam = torch.from_numpy(arrays["grad_cam.cam"][0].astype("float32"))
+        mask = arrays.get("grad_cam.mask")
+        mask = torch.from_numpy(mask[0].astype("float32")) if mask is not None else None
+        true = int(arrays["grad_cam.labels"][0])
+        pred = int(arrays["grad_cam.predicted"][0]) if "grad_cam.predicted" in arrays else None
+        layer = cell.get("gradcam_layer")
+        specs.append(
+            FigureSpec(
+                f"gradcam_{slug(title)}",
+                f"Grad-CAM of {title} (layer {layer}, seed {int(cell['seed'])}) on a probe clip; "
+                "the white outline is the moving object's mask.",
+                lambda clip=clip, cam=cam, mask=mask, true=true, pred=pred, title=title: (
+                    plot_grad_cam_strip(
+                        clip,
+                        cam,
+                        mask=mask,
+                        true_label=true,
+                        predicted_label=pred,
+                        class_names=names,
+                        title=title,
+                    )
+                ),
+            )
+        )
+    return specs
+
+
+def _gradcam_findings(view: StudyView) -> list[str]:
+    cells = view.trained()
+    if cells.empty or "gradcam_on_object" not in cells or view.compare is None:
+        return []
+    cells = cells.dropna(subset=["gradcam_on_object", "object_area"])
+    if cells.empty:
+        return []
+    lines = []
+    for backbone, rows in cells.groupby("backbone", sort=False):
+        uniform = rows.drop_duplicates("seed").assign(
+            arm="uniform map", value=lambda r: r["object_area"]
+        )
+        arms = rows.assign(
+            arm=[view.label(b, s) for b, s in zip(rows["backbone"], rows["stem"])],
+            value=rows["gradcam_on_object"],
+        )
+        long = pd.concat([uniform, arms], ignore_index=True)[["arm", "seed", "value"]]
+        table = view.compare(long, metric="value", by="arm", baseline="uniform map")
+        layer = rows["gradcam_layer"].dropna().iloc[0] if "gradcam_layer" in rows else "?"
+        size = rows["gradcam_map_size"].dropna() if "gradcam_map_size" in rows else []
+        size_text = f", maps {int(size.iloc[0])}x{int(size.iloc[0])}" if len(size) else ""
+        better = table[table["significant"] & (table["diff"] > 0)]
+        area = float(rows["object_area"].mean())
+        best = table.loc[table["diff"].idxmax()]
+        text = (
+            f"Grad-CAM ({layer}{size_text}) on `{backbone}`: a uniform map puts "
+            f"{100 * area:.1f}% of its mass on the object. "
+        )
+        if len(better):
+            text += (
+                f"{len(better)} of {len(table)} stems put significantly more there "
+                f"(Holm over {len(table)} comparisons): "
+                + "; ".join(
+                    f"{r.b} {100 * r.mean_b:.1f}% (lift {100 * r.diff:+.1f} points, 95% CI "
+                    f"{100 * r.ci_low:+.1f} to {100 * r.ci_high:+.1f}, p_adj {r.p_adjusted:.3g})"
+                    for r in better.itertuples()
+                )
+                + "."
+            )
+        else:
+            text += (
+                f"No stem's map beats it at n={int(table['n_b'].min())} seeds; the largest lift "
+                f"is {best['b']} ({100 * best['diff']:+.1f} points, 95% CI "
+                f"{100 * best['ci_low']:+.1f} to {100 * best['ci_high']:+.1f})."
+            )
+        lines.append(text)
+    return lines
+
+
+register_probe(
+    StudyProbe(
+        name="grad_cam",
+        description="Grad-CAM maps and the share of their mass on the object",
+        run=_gradcam_run,
+        needs=frozenset({"labels", "masks"}),
+        summary=(
+            SummaryColumn(
+                "gradcam_on_object", "share of Grad-CAM mass inside the object mask (probe clips)"
+            ),
+            SummaryColumn("object_area", "share a uniform map puts inside the mask"),
+            SummaryColumn("gradcam_lift", "gradcam_on_object - object_area"),
+        ),
+        figures=_gradcam_figures,
+        findings=_gradcam_findings,
+        order=60,
+    )
+)
