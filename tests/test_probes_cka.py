@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import itertools
 import weakref
 from collections.abc import Iterator
@@ -14,8 +15,10 @@ from small_models import small_kwargs
 from torch import nn
 
 import stemlab
-from stemlab.probes import cka as cka_module
 from stemlab.probes.cka import cka, cka_from_grams, gram_matrices, hsic, linear_cka
+
+# stemlab.probes exports the function cka, which shadows the submodule of the same name
+cka_module = importlib.import_module("stemlab.probes.cka")
 
 VIDEO = ("r2plus1d_18", {"stem": "basic:width=8"})
 BACKBONES = [
