@@ -20,7 +20,7 @@ STUDY = Study(
     description=(
         "Seven stems (basic, r2d, r2plus1d, wide, large_kernel, channel_attention, c3d) swapped into "
         "the same CPU-scaled R(2+1)D (stages 16/32/64/128, one block each; stem widths scaled by "
-        "1/2 so that wide stays twice basic) and trained for a fixed budget (3 epochs of 1536 clips) "
+        "1/2 so that wide stays twice basic) and trained for a fixed budget (3 epochs of 1024 clips) "
         "on SyntheticMotion 'motion' (4 motion directions, 8 frames of 32x32, 0.75-1.5 px/frame, "
         "noise 0.3) with three paired seeds (each seed: its own data sample and initial weights, "
         "shared by all stems); the same stems at full width are profiled on r2plus1d_18 at "
@@ -46,8 +46,8 @@ STUDY = Study(
         "channel_ablation",
         "cka",
     ],
-    probe_options={"probe_samples": 128, "ablation_samples": 64},
+    probe_options={"probe_samples": 128, "ablation_samples": 32},
     profile={"backbone": "r2plus1d_18", "input": [1, 3, 16, 112, 112], "num_classes": 400},
-    latency_runs=2,
-    quick=MOTION_QUICK,
+    latency_runs=1,
+    quick={**MOTION_QUICK, "probe_options": {"probe_samples": 64}},
 )

@@ -217,8 +217,12 @@ def register_probe(probe: StudyProbe) -> StudyProbe:
     """
     if not isinstance(probe, StudyProbe):
         raise TypeError(f"probe must be a StudyProbe, got {type(probe).__name__}")
-    if probe.name in _PROBES and _PROBES[probe.name] is not probe:
-        raise ValueError(f"a probe named {probe.name!r} is already registered")
+    known = _PROBES.get(probe.name)
+    if known is not None and known.run.__module__ != probe.run.__module__:
+        # the same module imported again (a reload) replaces its own declaration
+        raise ValueError(
+            f"a probe named {probe.name!r} is already registered by {known.run.__module__}"
+        )
     unknown = set(probe.runs_on) - {"trained", "profile"}
     if unknown or not probe.runs_on:
         raise ValueError(

@@ -140,6 +140,7 @@ def _backbone_ordering(trained: pd.DataFrame, alpha: float) -> list[str]:
             + "."
         )
     rest = table[~table["significant"]]
+    lines += _loss_ordering(trained, alpha, n)
     if len(rest):
         lines.append(
             f"Not distinguishable at n={n}: "
@@ -150,6 +151,27 @@ def _backbone_ordering(trained: pd.DataFrame, alpha: float) -> list[str]:
             + "; the order among these is not established."
         )
     return lines
+
+
+def _loss_ordering(trained: pd.DataFrame, alpha: float, n: int) -> list[str]:
+    """How far each backbone's training got in the same budget: its last-epoch training loss."""
+    if "train_loss" not in trained or trained["train_loss"].isna().all():
+        return []
+    means = trained.groupby("backbone", sort=False)["train_loss"].mean().sort_values()
+    table = compare(trained, metric="train_loss", by="backbone", alpha=alpha)
+    significant = table[table["significant"]]
+    text = (
+        "Final training loss in the same budget (lower: optimised further): "
+        + " < ".join(f"`{b}` {v:.3f}" for b, v in means.items())
+        + f"; significant pairs (Holm over {len(table)}): "
+    )
+    if len(significant):
+        text += "; ".join(
+            describe(r, scale=1.0, unit="", digits=3) for _, r in significant.iterrows()
+        )
+    else:
+        text += f"none at n={n}"
+    return [text + "."]
 
 
 def findings(

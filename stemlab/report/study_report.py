@@ -28,7 +28,16 @@ from stemlab.study.tables import TRAINED_COLUMNS, read_tables, summary_columns
 
 __all__ = ["render_report"]
 
-ACCURACY_SHOWN = ["top1_mean", "top1_ci", "top1_std", "top5_mean", "n_seeds", "n_failed"]
+ACCURACY_SHOWN = [
+    "top1_mean",
+    "top1_ci",
+    "top1_std",
+    "top5_mean",
+    "train_loss",
+    "val_loss",
+    "n_seeds",
+    "n_failed",
+]
 TRAINED_SHOWN = ["train_stem_width", "train_params", "train_gflops", "train_seconds"]
 COST_SHOWN = [
     "params",

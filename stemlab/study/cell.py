@@ -322,6 +322,8 @@ def _train_cell(config: Mapping[str, Any], device: str, record: dict[str, Any]) 
         {
             "top1": float(final["val_top1"]),
             "top5": float(final["val_top5"]) if "val_top5" in final else None,
+            "train_loss": float(final["train_loss"]),
+            "val_loss": float(final["val_loss"]) if "val_loss" in final else None,
             "train_seconds": float(outcome.history["seconds"].sum()),
             "train_params": sum(p.numel() for p in model.parameters()),
             "train_stem_width": model.stem.out_channels,

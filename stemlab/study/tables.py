@@ -25,6 +25,8 @@ CORE_TABLES = ("summary", "cells", "epochs")
 TRAINED_COLUMNS = (
     ("top1", "validation top-1 of the trained CPU-scale model (mean over seeds)"),
     ("top5", "validation top-5 (hidden when the task has 5 classes or fewer)"),
+    ("train_loss", "training loss of the last epoch (mean over seeds)"),
+    ("val_loss", "validation loss after the last epoch (mean over seeds)"),
     ("train_stem_width", "stem output channels of the trained model"),
     ("train_params", "parameters of the trained model"),
     ("train_seconds", "training wall time per seed (s)"),
