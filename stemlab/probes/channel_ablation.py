@@ -510,10 +510,10 @@ def _ablation_figures(view: StudyView) -> list[FigureSpec]:
 def _ablation_findings(view: StudyView) -> list[str]:
     cells = view.trained()
     needed = {"ablation_quarter_importance", "ablation_quarter_random"}
-    if cells.empty or not needed <= set(cells) or view.compare is None:
+    if cells.empty or not needed <= set(cells) or view.compare is None or view.holm is None:
         return []
     rows = cells.dropna(subset=list(needed))
-    parts, flat = [], []
+    results = []
     for (backbone, stem), group in rows.groupby(["backbone", "stem"], sort=False):
         long = pd.concat(
             [
@@ -521,12 +521,15 @@ def _ablation_findings(view: StudyView) -> list[str]:
                 group.assign(order="importance", value=group["ablation_quarter_importance"]),
             ]
         )[["order", "seed", "value"]]
-        result = view.compare(long, metric="value", by="order", baseline="random").iloc[0]
-        label = view.label(backbone, stem)
-        if result["significant"] and result["diff"] < 0:
+        row = view.compare(long, metric="value", by="order", baseline="random").iloc[0]
+        results.append((view.label(backbone, stem), row))
+    adjusted = view.holm([row["p_value"] for _, row in results])
+    parts, flat = [], []
+    for (label, row), p_adj in zip(results, adjusted):
+        if p_adj < 0.05 and row["diff"] < 0:
             parts.append(
-                f"{label} {100 * result['diff']:+.1f} points (95% CI {100 * result['ci_low']:+.1f} "
-                f"to {100 * result['ci_high']:+.1f}, p {result['p_value']:.2g})"
+                f"{label} {100 * row['diff']:+.1f} points (95% CI {100 * row['ci_low']:+.1f} to "
+                f"{100 * row['ci_high']:+.1f}, Holm-adjusted p {p_adj:.2g})"
             )
         else:
             flat.append(label)
@@ -534,8 +537,9 @@ def _ablation_findings(view: StudyView) -> list[str]:
     lines = []
     if parts:
         lines.append(
-            "Zeroing the most important quarter of stem channels costs more top-1 than a random "
-            f"quarter (paired over {n} seeds; each stem tested once): " + "; ".join(parts) + "."
+            "Zeroing the most important quarter of stem channels (importance: loss rise when "
+            "zeroed alone) costs more top-1 than zeroing a random quarter, paired over "
+            f"{n} seeds, Holm over {len(results)} stems: " + "; ".join(parts) + "."
         )
     if flat:
         lines.append(

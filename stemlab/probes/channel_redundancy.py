@@ -208,6 +208,10 @@ register_probe(
             SummaryColumn("near_duplicate_pairs", "stem channel pairs with |correlation| >= 0.95"),
             SummaryColumn("mean_abs_correlation", "mean |correlation| over stem channel pairs"),
         ),
+        findings=lambda view: view.against_baseline(
+            "effective_rank_fraction",
+            "Effective rank of the stem output / stem width (lower: more redundant channels)",
+        ),
         order=81,
     )
 )

@@ -225,8 +225,30 @@ def _usage_run(context: CellContext) -> ProbeOutput:
             "usage_channels_90": count,
             "usage_fraction_90": count / len(table),
             "usage_top_share": float(table["share"].max()),
+            "usage_top_quarter": top_quarter_share(table),
         },
         tables={"channel_usage": table.to_dict(orient="records")},
+    )
+
+
+def top_quarter_share(table: pd.DataFrame) -> float:
+    """Share of the usage carried by the most-read quarter of the channels (0.25: equal use)."""
+    shares = np.sort(table["share"].to_numpy(dtype=float))[::-1]
+    return float(shares[: max(1, round(len(shares) / 4))].sum())
+
+
+def _usage_findings(view: StudyView) -> list[str]:
+    table = view.tables.get("channel_usage")
+    if table is None or table.empty:
+        return []
+    per_cell = table.groupby("key").apply(top_quarter_share, include_groups=False)
+    cells = view.trained()
+    cells = cells.assign(usage_top_quarter=cells["key"].map(per_cell))
+    return view.against_baseline(
+        "usage_top_quarter",
+        "Share of layer1's input weight norm on the most-read quarter of stem channels (0.25 = "
+        "every channel read equally)",
+        cells=cells,
     )
 
 
@@ -278,6 +300,7 @@ register_probe(
             SummaryColumn("usage_fraction_90", "usage_channels_90 / stem width"),
         ),
         figures=_usage_figures,
+        findings=_usage_findings,
         order=80,
     )
 )

@@ -670,54 +670,68 @@ def _cka_combine(view: StudyView) -> dict[str, pd.DataFrame]:
     return {"cka": pd.DataFrame(rows)}
 
 
+def _floor_stats(floor: pd.DataFrame, stem: str, layers: list[str]) -> pd.DataFrame:
+    rows = floor[floor["stem"] == stem].groupby("layer")["cka"]
+    return rows.agg(["mean", "min", "max"]).reindex(layers)
+
+
 def _cka_figures(view: StudyView) -> list[FigureSpec]:
     table = view.tables.get("cka")
     if table is None or table.empty or not (table["comparison"] == "vs_baseline").any():
         return []
     layers = list(dict.fromkeys(table["layer"]))
-    positions = {layer: i for i, layer in enumerate(layers)}
     versus = table[table["comparison"] == "vs_baseline"]
     floor = table[table["comparison"] == "same_stem_other_seed"]
+    stems = list(dict.fromkeys(versus["stem"]))
+    x = np.arange(len(layers))
 
     def make() -> Figure:
-        figure = new_figure(8.5, 4.4)
-        ax = figure.subplots()
-        if not floor.empty:
-            by_layer = floor.groupby("layer")["cka"]
-            x = [positions[layer] for layer in layers if layer in by_layer.groups]
-            low = [by_layer.get_group(layer).min() for layer in layers if layer in by_layer.groups]
-            high = [by_layer.get_group(layer).max() for layer in layers if layer in by_layer.groups]
-            mean = [
-                by_layer.get_group(layer).mean() for layer in layers if layer in by_layer.groups
-            ]
-            ax.fill_between(
-                x, low, high, color="gray", alpha=0.25, label="same stem, other seed (min..max)"
-            )
-            ax.plot(x, mean, color="gray", ls="--", lw=1.2, label="same stem, other seed (mean)")
-        for i, (stem, group) in enumerate(versus.groupby("stem", sort=False)):
-            stats = (
-                group.groupby("layer")["cka"].agg(["mean", "min", "max"]).reindex(layers).dropna()
-            )
-            xs = [positions[layer] + (i - len(layers) / 2) * 0.01 for layer in stats.index]
+        columns = min(3, len(stems))
+        rows = -(-len(stems) // columns)
+        figure = new_figure(3.6 * columns + 0.4, 2.9 * rows + 0.8)
+        axes = figure.subplots(rows, columns, squeeze=False, sharex=True, sharey=True)
+        base = _floor_stats(floor, view.baseline, layers)
+        for ax, stem in zip(axes.flat, stems):
+            if base["mean"].notna().any():
+                ax.fill_between(x, base["min"], base["max"], color="gray", alpha=0.25, lw=0)
+                ax.plot(x, base["mean"], color="gray", ls="--", lw=1.2)
+            own = _floor_stats(floor, stem, layers)
+            if own["mean"].notna().any():
+                ax.fill_between(x, own["min"], own["max"], color="C0", alpha=0.15, lw=0)
+                ax.plot(x, own["mean"], color="C0", ls=":", lw=1.5)
+            stats = versus[versus["stem"] == stem].groupby("layer")["cka"]
+            stats = stats.agg(["mean", "min", "max"]).reindex(layers)
             ax.errorbar(
-                xs,
+                x,
                 stats["mean"],
                 yerr=[stats["mean"] - stats["min"], stats["max"] - stats["mean"]],
+                color="C3",
                 marker="o",
                 ms=4,
                 capsize=3,
-                color=f"C{i % 10}",
-                label=f"{stem} vs {view.baseline}",
             )
-        ax.set_xticks(range(len(layers)), layers)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("layer (aligned by role)")
-        ax.set_ylabel("linear CKA on the probe clips")
-        ax.set_title(
-            f"How far down does changing the stem reach? (reference: {view.baseline})", fontsize=10
+            ax.set_title(f"{stem} vs {view.baseline}", fontsize=9)
+            ax.set_ylim(-0.05, 1.05)
+            ax.grid(alpha=0.3)
+        for ax in axes[-1]:
+            ax.set_xticks(x, layers, rotation=30, ha="right", fontsize=8)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("linear CKA (probe clips)", fontsize=8)
+        for ax in list(axes.flat)[len(stems) :]:
+            ax.set_visible(False)
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+
+        handles = [
+            Line2D([], [], color="C3", marker="o", label=f"stem vs {view.baseline}, same seed"),
+            Patch(color="C0", alpha=0.3, label="stem vs itself, other seed (floor)"),
+            Patch(color="gray", alpha=0.4, label=f"{view.baseline} vs itself, other seed (floor)"),
+        ]
+        figure.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8)
+        figure.suptitle(
+            f"How far down does changing the stem reach? (reference stem: {view.baseline})",
+            fontsize=10,
         )
-        ax.grid(alpha=0.3)
-        figure.legend(loc="outside right upper", fontsize=8)
         return figure
 
     seeds = int(versus["seed"].nunique())
@@ -725,66 +739,76 @@ def _cka_figures(view: StudyView) -> list[FigureSpec]:
         FigureSpec(
             "cka_by_stage",
             "Minibatch linear CKA (unbiased HSIC, Nguyen et al. 2021) between each stem's trained "
-            f"model and the `{view.baseline}` model of the same seed, per layer (points: mean over "
-            f"{seeds} seed(s), bars: min..max); grey: CKA between two seeds of the same stem, "
-            "the noise floor. A stem change reaches a layer where its points sit below the band.",
+            f"model and the `{view.baseline}` model of the same seed, per layer (red: mean over "
+            f"{seeds} seeds, bars min..max). Floors: CKA between two seeds of the same stem (blue: "
+            f"that stem, grey: `{view.baseline}`; line mean, band min..max). A stem change reaches "
+            "a layer where the red points sit below both floors.",
             make,
         )
     ]
 
 
+def _welch_below(view: StudyView, ours: np.ndarray, noise: np.ndarray) -> pd.Series:
+    long = pd.DataFrame(
+        {
+            "arm": ["floor"] * len(noise) + ["stem"] * len(ours),
+            "pair": [f"f{i}" for i in range(len(noise))] + [f"s{i}" for i in range(len(ours))],
+            "value": np.r_[noise, ours],
+        }
+    )
+    return view.compare(long, metric="value", by="arm", baseline="floor", pair_by="pair").iloc[0]
+
+
 def _cka_findings(view: StudyView) -> list[str]:
     table = view.tables.get("cka")
-    if table is None or table.empty or view.compare is None:
+    if table is None or table.empty or view.compare is None or view.holm is None:
         return []
     versus = table[table["comparison"] == "vs_baseline"]
     floor = table[table["comparison"] == "same_stem_other_seed"]
     if versus.empty or floor.empty:
         return []
     layers = list(dict.fromkeys(table["layer"]))
-    reaching, quiet = [], []
-    for stem, group in versus.groupby("stem", sort=False):
-        reached: list[tuple[str, pd.Series]] = []
-        for layer in layers:
-            ours = group[group["layer"] == layer]["cka"].to_numpy()
-            noise = floor[(floor["layer"] == layer) & floor["stem"].isin([stem, view.baseline])]
-            noise = noise["cka"].to_numpy()
-            if len(ours) < 2 or len(noise) < 2:
-                continue
-            long = pd.DataFrame(
-                {
-                    "arm": ["floor"] * len(noise) + ["stem"] * len(ours),
-                    "pair": [f"f{i}" for i in range(len(noise))]
-                    + [f"s{i}" for i in range(len(ours))],
-                    "value": np.r_[noise, ours],
-                }
-            )
-            row = view.compare(long, metric="value", by="arm", baseline="floor", pair_by="pair")
-            row = row.iloc[0]
-            if row["p_value"] * len(layers) < 0.05 and row["diff"] < 0:
-                reached.append((layer, row))
-        if reached:
-            layer, row = reached[-1]
-            reaching.append(
-                f"`{stem}` through {', '.join(r[0] for r in reached)} (deepest, {layer}: CKA "
-                f"{row['mean_b']:.2f} vs floor {row['mean_a']:.2f}, difference 95% CI "
-                f"{row['ci_low']:+.2f} to {row['ci_high']:+.2f})"
-            )
-        else:
-            quiet.append(stem)
+    stems = list(dict.fromkeys(versus["stem"]))
+    level = 0.05 / len(stems)  # Bonferroni over stems; within a stem a fixed sequence of layers
     n = int(versus["seed"].nunique())
+    parts, quiet = [], []
+    for stem in stems:
+        group = versus[versus["stem"] == stem]
+        reached: list[tuple[str, list[pd.Series], float]] = []
+        for layer in layers:  # from the stem output down; stop at the first layer not reached
+            ours = group.loc[group["layer"] == layer, "cka"].to_numpy()
+            at_layer = floor[floor["layer"] == layer]
+            own = at_layer.loc[at_layer["stem"] == stem, "cka"].to_numpy()
+            base = at_layer.loc[at_layer["stem"] == view.baseline, "cka"].to_numpy()
+            if len(ours) < 2 or len(own) < 2 or len(base) < 2:
+                break
+            rows = [_welch_below(view, ours, own), _welch_below(view, ours, base)]
+            # intersection-union: below both floors only if each one-sided claim holds
+            p = max(r["p_value"] for r in rows) if all(r["diff"] < 0 for r in rows) else 1.0
+            if p > level:
+                break
+            reached.append((layer, rows, p))
+        if not reached:
+            quiet.append(stem)
+            continue
+        layer, (own, base), p = reached[-1]
+        parts.append(
+            f"`{stem}` down to {layer} ({', '.join(h[0] for h in reached)}; at {layer} CKA "
+            f"{own['mean_b']:.2f} against floors {own['mean_a']:.2f} ({stem}) and "
+            f"{base['mean_a']:.2f} ({view.baseline}), p {p:.2g})"
+        )
     lines = []
-    if reaching:
+    if parts:
         lines.append(
-            f"CKA to the `{view.baseline}` model of the same seed falls below the seed-to-seed "
-            f"floor (CKA between two seeds of the same stem) for: {'; '.join(reaching)}. Welch "
-            f"t per layer over {n} seeds, Bonferroni over {len(layers)} layers."
+            f"CKA to the `{view.baseline}` model of the same seed is below both seed-to-seed "
+            f"floors (the stem's own and `{view.baseline}`'s) for: {'; '.join(parts)}. Welch t "
+            "against each floor (intersection-union), layers tested in order from the stem "
+            f"output, Bonferroni over {len(stems)} stems, n={n} seeds."
         )
     if quiet:
         lines.append(
-            f"CKA: {', '.join(f'`{s}`' for s in quiet)} stay within the seed-to-seed floor of "
-            f"`{view.baseline}` at every layer: not distinguishable from a retrained baseline at "
-            f"n={n}."
+            f"CKA: for {', '.join(f'`{s}`' for s in quiet)} not even the stem output is below "
+            f"both floors at n={n}."
         )
     return lines
 

@@ -134,8 +134,9 @@ class StudyView:
         summary: one row per (backbone, stem) with every declared summary column.
         tables: every table by name (probe rows and combined tables).
         arrays: ``key -> {name: array}`` reader of a cell's stored arrays.
-        compare: :func:`stemlab.report.compare` (bound by the report layer).
+        compare: :func:`stemlab.report.compare` (handed in by the report layer).
         baseline: the study's reference stem.
+        holm: :func:`stemlab.report.holm`, Holm-adjusted p-values of a family of tests.
     """
 
     config: Mapping[str, Any]
@@ -145,6 +146,7 @@ class StudyView:
     arrays: Callable[[str], dict[str, np.ndarray]]
     compare: Callable[..., pd.DataFrame] | None = None
     baseline: str | None = None
+    holm: Callable[[Sequence[float]], np.ndarray] | None = None
 
     def trained(self) -> pd.DataFrame:
         """Finished training cells."""
@@ -167,6 +169,47 @@ class StudyView:
     def label(self, backbone: str, stem: str) -> str:
         """``stem``, or ``backbone/stem`` when the study has several backbones."""
         return stem if self.single_backbone() else f"{backbone}/{stem}"
+
+    def against_baseline(
+        self, metric: str, what: str, *, digits: int = 2, cells: pd.DataFrame | None = None
+    ) -> list[str]:
+        """Sentences comparing ``metric`` of every stem with the baseline stem's (paired by seed).
+
+        Each significant difference is stated with its 95% interval and Holm-adjusted p; the
+        others are named "not distinguishable". One sentence group per backbone.
+
+        Args:
+            metric: a column of the finished training cells (or of ``cells``).
+            what: how the sentence names the metric.
+            digits: decimals of the numbers.
+            cells: per-seed rows (backbone, stem, seed, metric); default: the training cells.
+        """
+        cells = self.trained() if cells is None else cells
+        if cells.empty or metric not in cells or self.compare is None or self.baseline is None:
+            return []
+        lines = []
+        for backbone, rows in cells.dropna(subset=[metric]).groupby("backbone", sort=False):
+            if self.baseline not in set(rows["stem"]) or rows["stem"].nunique() < 2:
+                continue
+            table = self.compare(rows, metric=metric, by="stem", baseline=self.baseline)
+            n = int(table["n_b"].min())
+            where = "" if self.single_backbone() else f" on `{backbone}`"
+            differ = [
+                f"{r.b} {r.diff:+.{digits}f} (95% CI {r.ci_low:+.{digits}f} to "
+                f"{r.ci_high:+.{digits}f}, p_adj {r.p_adjusted:.2g})"
+                for r in table.itertuples()
+                if r.significant
+            ]
+            same = [f"`{r.b}`" for r in table.itertuples() if not r.significant]
+            text = f"{what}{where}: `{self.baseline}` {table['mean_a'].iloc[0]:.{digits}f}; "
+            if differ:
+                text += f"differs (Holm over {len(table)}) for " + "; ".join(differ)
+            if same:
+                text += (". " if differ else "") + (
+                    f"not distinguishable at n={n} for {', '.join(same)}"
+                )
+            lines.append(text + ".")
+        return lines
 
     def labels(self, rows: pd.DataFrame) -> list[str]:
         """:meth:`label` of every row of a table with ``backbone`` and ``stem`` columns."""

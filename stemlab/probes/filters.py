@@ -415,7 +415,14 @@ def _filters_figures(view: StudyView) -> list[FigureSpec]:
             FigureSpec(
                 f"filters_{slug(title)}",
                 caption,
-                lambda tensor=tensor, title=title: plot_filter_grid(tensor, title=title),
+                lambda tensor=tensor, title=title, factorised=factorised: plot_filter_grid(
+                    tensor,
+                    title=(
+                        f"{title}: composed (2+1)D kernel (BN scale folded, ReLU omitted)"
+                        if factorised
+                        else title
+                    ),
+                ),
             )
         )
     return specs

@@ -442,11 +442,25 @@ def _gradcam_findings(view: StudyView) -> list[str]:
                 + "."
             )
         else:
-            text += (
-                f"No stem's map beats it at n={int(table['n_b'].min())} seeds; the largest lift "
-                f"is {best['b']} ({100 * best['diff']:+.1f} points, 95% CI "
-                f"{100 * best['ci_low']:+.1f} to {100 * best['ci_high']:+.1f})."
-            )
+            n = int(table["n_b"].min())
+            excluding = table[(table["ci_low"] > 0) & ~table["significant"]]
+            text += f"No stem's map beats it after Holm over {len(table)} stems at n={n} seeds"
+            if len(excluding):
+                text += (
+                    "; on its own, the interval of "
+                    + "; ".join(
+                        f"{r.b} ({100 * r.mean_b:.1f}%, lift {100 * r.diff:+.1f} points, 95% CI "
+                        f"{100 * r.ci_low:+.1f} to {100 * r.ci_high:+.1f}, Holm-adjusted p "
+                        f"{r.p_adjusted:.2g})"
+                        for r in excluding.itertuples()
+                    )
+                    + " excludes zero, a lead that more seeds would have to confirm."
+                )
+            else:
+                text += (
+                    f"; the largest lift is {best['b']} ({100 * best['diff']:+.1f} points, 95% CI "
+                    f"{100 * best['ci_low']:+.1f} to {100 * best['ci_high']:+.1f})."
+                )
         lines.append(text)
     return lines
 

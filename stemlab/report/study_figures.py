@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -32,41 +34,46 @@ def accuracy_vs_gflops(
     """
     rows = summary.dropna(subset=["top1_mean"]).copy()
     rows["label"] = _labels(rows)
-    figure = Figure(figsize=(7.5, 4.6), layout="constrained")
+    figure = Figure(figsize=(8.2, 4.6), layout="constrained")
     ax = figure.subplots()
-    x_column = "train_gflops" if rows.get("train_gflops", pd.Series()).notna().any() else None
+    has_x = "train_gflops" in rows and rows["train_gflops"].notna().any()
+    xs = rows["train_gflops"].to_numpy(dtype=float) if has_x else np.arange(len(rows), dtype=float)
+    # dodge points that would sit on top of each other
+    span = np.nanmax(xs) - np.nanmin(xs) if len(xs) > 1 else 1.0
+    step = 0.012 * (span if span > 0 else 1.0)
+    shown = xs.copy()
+    order = np.argsort(xs, kind="stable")
+    for previous, current in itertools.pairwise(order):
+        if shown[current] - shown[previous] < step:
+            shown[current] = shown[previous] + step
+    by_label = intervals.set_index("label") if intervals is not None and len(intervals) else None
     for i, row in enumerate(rows.itertuples()):
-        x = getattr(row, "train_gflops", np.nan) if x_column else i
-        if pd.isna(x):
+        x, y = shown[i], 100 * row.top1_mean
+        if np.isnan(x):
             continue
-        if intervals is not None and row.label in set(intervals["label"]):
-            ci = intervals.set_index("label").loc[row.label]
-            yerr = [[100 * (row.top1_mean - ci["ci_low"])], [100 * (ci["ci_high"] - row.top1_mean)]]
+        if by_label is not None and row.label in by_label.index:
+            low = max(0.0, 100 * by_label.loc[row.label, "ci_low"])
+            high = min(100.0, 100 * by_label.loc[row.label, "ci_high"])
+            yerr = [[y - low], [high - y]]
         else:
             std = row.top1_std if pd.notna(row.top1_std) else 0.0
-            yerr = 100 * std
-        ax.errorbar(
-            x,
-            100 * row.top1_mean,
-            yerr=yerr,
-            fmt="o",
-            capsize=4,
-            color=f"C{i % 10}",
-            label=row.label,
-        )
+            yerr = [[min(y, 100 * std)], [min(100 - y, 100 * std)]]
+        color = f"C{i % 10}"
+        ax.errorbar(x, y, yerr=yerr, fmt="o", capsize=4, color=color, label=row.label)
+        ax.annotate(row.label, (x, y), xytext=(6, -3), textcoords="offset points", fontsize=7)
     if chance is not None:
         ax.axhline(100 * chance, color="gray", ls="--", lw=1, label=f"chance ({100 * chance:.0f}%)")
     ax.set_xlabel(
         "GFLOPs of the trained CPU-scale model (one training clip)"
-        if x_column
+        if has_x
         else "model (no FLOPs probe)"
     )
     ax.set_ylabel("validation top-1 (%)")
-    bars = "95% CI of the mean over seeds" if intervals is not None else "seed std"
-    ax.set_title(f"Accuracy vs cost of the trained models (error bars: {bars})", fontsize=10)
-    ax.set_ylim(0, 102)
+    bars = "95% CI of the mean over seeds" if by_label is not None else "seed std"
+    ax.set_title(f"Accuracy vs cost (error bars: {bars}, clipped to 0-100%)", fontsize=10)
+    ax.set_ylim(0, 104)
     ax.grid(alpha=0.3)
-    figure.legend(loc="outside right upper", fontsize=8)
+    figure.legend(loc="outside right center", fontsize=8)
     return figure
 
 

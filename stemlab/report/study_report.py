@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from stemlab.probes.contract import FigureSpec, StudyView, get_probe, probe_names
 from stemlab.report.document import Document
 from stemlab.report.findings import accuracy_findings
-from stemlab.report.stats import compare
+from stemlab.report.stats import compare, holm
 from stemlab.report.study_figures import accuracy_vs_gflops, training_curves
 from stemlab.study.store import CellStore, atomic_write_bytes, atomic_write_text
 from stemlab.study.tables import TRAINED_COLUMNS, read_tables, summary_columns
@@ -165,6 +165,7 @@ def render_report(
         arrays=store.read_arrays,
         compare=compare,
         baseline=baseline,
+        holm=holm,
     )
     probes = [get_probe(name) for name in _study_probes(config)]
     descriptions = {c: d for c, d in TRAINED_COLUMNS}
