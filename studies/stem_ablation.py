@@ -49,5 +49,5 @@ STUDY = Study(
     probe_options={"probe_samples": 128, "ablation_samples": 32},
     profile={"backbone": "r2plus1d_18", "input": [1, 3, 16, 112, 112], "num_classes": 400},
     latency_runs=1,
-    quick={**MOTION_QUICK, "probe_options": {"probe_samples": 64}},
+    quick={**MOTION_QUICK, "probe_options": {"probe_samples": 64, "ablation_samples": 16}},
 )

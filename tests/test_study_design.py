@@ -190,3 +190,63 @@ def test_paired_design_shares_data_across_stems():
     assert pd.Series([val_a[i][1] for i in range(4)]).equals(
         pd.Series([val_b[i][1] for i in range(4)])
     )
+
+
+def test_a_cell_reruns_to_the_same_numbers():
+    """A fresh run of a cell reproduces its accuracy and probe metrics exactly (same threads)."""
+    from stemlab.study.cell import run_cell
+
+    cell = next(
+        c
+        for c in tiny_study(probes=["flops", "filters", "channel_usage"]).cells()
+        if c.kind == "train"
+    )
+    first = run_cell(cell.config, threads=1, device="cpu")
+    second = run_cell(cell.config, threads=1, device="cpu")
+    assert first["status"] == second["status"] == "ok"
+    drop = {"train_seconds"}
+    a = {k: v for k, v in first["result"]["metrics"].items() if k not in drop}
+    b = {k: v for k, v in second["result"]["metrics"].items() if k not in drop}
+    assert a == b
+    assert [e["val_top1"] for e in first["result"]["epochs"]] == [
+        e["val_top1"] for e in second["result"]["epochs"]
+    ]
+
+
+def test_default_workers_and_timed_cells_last(monkeypatch):
+    from stemlab.study import executors
+
+    monkeypatch.setattr(executors.os, "cpu_count", lambda: 6)
+    assert executors.default_workers("cpu") == 6
+    assert executors.default_workers("cuda:1") == 1
+    seen = []
+    executor = executors.LocalExecutor(workers=2, device="cpu", threads=1)
+    monkeypatch.setattr(executor, "_run_pool", lambda cells, on_result: seen.extend(cells))
+    monkeypatch.setattr(
+        executors, "run_cell", lambda config, threads, device: seen.append((config, threads))
+    )
+    cells = tiny_study().cells()
+    executor.run(cells, lambda record: None)
+    trained = [c for c in cells if c.kind == "train"]
+    profiled = [c.config for c in cells if c.kind == "profile"]
+    # training cells go to the pool; profiling cells, which time the model, run afterwards,
+    # one at a time, here, with every core
+    assert seen[: len(trained)] == trained
+    assert seen[len(trained) :] == [(config, 6) for config in profiled]
+
+
+def test_report_page_structure(tmp_path):
+    study = tiny_study(probes=["flops", "confusion"], stems=("basic:width=4", "r2d:width=4"))
+    run_study(study, out_dir=tmp_path, progress=False)
+    stemlab.report.render_report(tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    page = (tmp_path / "index.html").read_text()
+    assert "**Contents:** [Findings](#findings) · [Accuracy](#accuracy)" in text
+    assert '<h2 id="cost-at-full-size">Cost at full size</h2>' in page
+    assert '<a href="#cost-at-full-size">' in page
+    # 4 classes: top-5 says nothing and is hidden
+    assert "top5_mean" not in text and "Top-5 is hidden" in text
+    assert "[tables/cells.csv](tables/cells.csv)" in text
+    assert '<div class="scroll">' in page
+    assert (tmp_path / "figures" / "confusion.png").is_file()
+    assert "Each stem against `basic:width=4`" in text  # the first stem is the reference

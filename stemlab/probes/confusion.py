@@ -126,7 +126,7 @@ def _figures(view: StudyView) -> list[FigureSpec]:
         matrices[label] = matrices.get(label, 0) + matrix
     if not matrices:
         return []
-    names = (view.config.get("data") or {}).get("class_names")
+    names = view.config.get("class_names")
     seeds = trained["seed"].nunique()
     return [
         FigureSpec(

@@ -410,7 +410,12 @@ def _gradcam_findings(view: StudyView) -> list[str]:
     if cells.empty:
         return []
     lines = []
-    for backbone, rows in cells.groupby("backbone", sort=False):
+    one_stem_each = (
+        cells["backbone"].nunique() > 1 and cells.groupby("backbone")["stem"].nunique().max() == 1
+    )
+    # a family of backbones (one stem each) is one family of tests; else one per backbone
+    groups = [("the backbones", cells)] if one_stem_each else cells.groupby("backbone", sort=False)
+    for backbone, rows in groups:
         uniform = rows.drop_duplicates("seed").assign(
             arm="uniform map", value=lambda r: r["object_area"]
         )
@@ -426,13 +431,14 @@ def _gradcam_findings(view: StudyView) -> list[str]:
         better = table[table["significant"] & (table["diff"] > 0)]
         area = float(rows["object_area"].mean())
         best = table.loc[table["diff"].idxmax()]
+        where = backbone if one_stem_each else f"`{backbone}`"
         text = (
-            f"Grad-CAM ({layer}{size_text}) on `{backbone}`: a uniform map puts "
+            f"Grad-CAM ({layer}{size_text}) on {where}: a uniform map puts "
             f"{100 * area:.1f}% of its mass on the object. "
         )
         if len(better):
             text += (
-                f"{len(better)} of {len(table)} stems put significantly more there "
+                f"{len(better)} of {len(table)} models put significantly more there "
                 f"(Holm over {len(table)} comparisons): "
                 + "; ".join(
                     f"{r.b} {100 * r.mean_b:.1f}% (lift {100 * r.diff:+.1f} points, 95% CI "
@@ -444,7 +450,7 @@ def _gradcam_findings(view: StudyView) -> list[str]:
         else:
             n = int(table["n_b"].min())
             excluding = table[(table["ci_low"] > 0) & ~table["significant"]]
-            text += f"No stem's map beats it after Holm over {len(table)} stems at n={n} seeds"
+            text += f"No model's map beats it after Holm over {len(table)} models at n={n} seeds"
             if len(excluding):
                 text += (
                     "; on its own, the interval of "

@@ -92,6 +92,17 @@ def _read_manifest(out: Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _class_names(config: Mapping[str, Any]) -> list[str] | None:
+    """The class names of the study's dataset (None when it cannot be opened here)."""
+    from stemlab.study.datasets import build_probe_set
+
+    try:
+        classes = getattr(build_probe_set(config.get("data") or {}), "classes", None)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return [str(c) for c in classes] if classes else None
+
+
 def _num_classes(cells: pd.DataFrame) -> int | None:
     if cells.empty or "num_classes" not in cells or cells["num_classes"].isna().all():
         return None
@@ -155,6 +166,7 @@ def render_report(
     tables = tables if tables is not None else read_tables(out / "tables")
     store = CellStore(out / "cells")
     config = manifest.get("config", {}) or {}
+    config = {**config, "class_names": _class_names(config)}
     summary, cells = tables["summary"], tables["cells"]
     baseline = _reference_stem(config)
     view = StudyView(

@@ -34,7 +34,7 @@ MOTION_TRAINING: dict[str, Any] = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "w
 
 MOTION_QUICK: dict[str, Any] = {
     "seeds": [0],
-    "data": {"train_samples": 512, "val_samples": 128},
+    "data": {"train_samples": 384, "val_samples": 96},
     "training": {"epochs": 2},
     "profile": {"input": [1, 3, 8, 56, 56]},
     "latency_runs": 1,
