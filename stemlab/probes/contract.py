@@ -282,8 +282,18 @@ def register_probe(probe: StudyProbe) -> StudyProbe:
 
 
 def _load_builtin() -> None:
-    # the built-in probes register themselves when their modules are imported
-    import stemlab.probes  # noqa: F401
+    """Import every module of :mod:`stemlab.probes`: each registers the probe it declares.
+
+    So a new probe is its module alone; nothing else lists it.
+    """
+    import importlib
+    import pkgutil
+
+    import stemlab.probes as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.name.startswith("_") and info.name != "contract":
+            importlib.import_module(f"{package.__name__}.{info.name}")
 
 
 def probe_names(runs_on: Source | None = None) -> list[str]:
