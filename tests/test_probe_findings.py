@@ -132,3 +132,39 @@ def test_default_gradcam_layer_falls_back_to_the_largest_map():
     ).eval()
     assert default_gradcam_layer(model, torch.zeros(1, 3, 4, 8, 8)) == ("stem", 4)
     np.testing.assert_equal(model.training, False)
+
+
+def test_per_model_gradcam_uses_clips_as_replicates_and_holm():
+    from stemlab.probes.grad_cam import _per_model_findings
+
+    rng = np.random.default_rng(0)
+    area = np.full(32, 0.2)
+    arrays = {
+        "good0": {"grad_cam.clip_on_object": 0.4 + 0.05 * rng.standard_normal(32)},
+        "good1": {"grad_cam.clip_on_object": 0.35 + 0.05 * rng.standard_normal(32)},
+        "flat0": {"grad_cam.clip_on_object": 0.2 + 0.05 * rng.standard_normal(32)},
+    }
+    for value in arrays.values():
+        value["grad_cam.clip_area"] = area
+    arrays["flat0"]["grad_cam.clip_on_object"][:3] = np.nan  # all-zero maps are not scored
+    cells = pd.DataFrame(
+        [
+            {"key": "good0", "backbone": "m", "stem": "c3d", "seed": 0},
+            {"key": "good1", "backbone": "m", "stem": "c3d", "seed": 1},
+            {"key": "flat0", "backbone": "m", "stem": "r2d", "seed": 0},
+        ]
+    ).assign(kind="train", status="ok")
+    view = StudyView(
+        config={},
+        cells=cells,
+        summary=pd.DataFrame(),
+        tables={},
+        arrays=arrays.__getitem__,
+        compare=compare,
+        holm=holm,
+    )
+    (text,) = _per_model_findings(view, cells)
+    assert "with its 32 probe clips as the replicates" in text
+    assert "Holm over 3 models" in text
+    assert "2 of 2 `c3d` models beat the uniform map (+2" in text
+    assert "none of the `r2d` models does" in text

@@ -350,12 +350,17 @@ def _gradcam_run(context: CellContext) -> ProbeOutput:
         mask = context.masks.to(cam.dtype).reshape(cam.shape)
         mass = cam.flatten(1).sum(1)
         scored = mass > 0  # an all-zero map (no positive evidence) has no distribution to score
-        on_object = (cam * mask).flatten(1).sum(1)[scored] / mass[scored]
-        area = float(mask.flatten(1).mean(1).mean())
+        share = (cam * mask).flatten(1).sum(1) / mass.clamp_min(1e-30)
+        clip_area = mask.flatten(1).mean(1)
+        on_object = share[scored]
+        area = float(clip_area.mean())
         output.metrics["object_area"] = area
         if scored.any():
             output.metrics["gradcam_on_object"] = float(on_object.mean())
             output.metrics["gradcam_lift"] = float(on_object.mean()) - area
+        # per clip, for tests with the clips as replicates (NaN: an all-zero map)
+        output.arrays["clip_on_object"] = torch.where(scored, share, torch.nan).numpy()
+        output.arrays["clip_area"] = clip_area.numpy()
         output.arrays["mask"] = context.masks[:2].numpy().astype(np.uint8)
     output.arrays["cam"] = cam[:2].numpy().astype(np.float16)
     output.arrays["input"] = context.inputs[:2].numpy().astype(np.float16)
@@ -468,7 +473,69 @@ def _gradcam_findings(view: StudyView) -> list[str]:
                     f"{100 * best['ci_low']:+.1f} to {100 * best['ci_high']:+.1f})."
                 )
         lines.append(text)
+    lines += _per_model_findings(view, cells)
     return lines
+
+
+def _per_model_findings(view: StudyView, cells: pd.DataFrame) -> list[str]:
+    """Does each trained model localise, with its probe clips as the replicates?
+
+    A different question from the one over seeds: it asks about these trained models, not about
+    the stem; it is how localisation is usually scored (over images).
+    """
+    if view.holm is None or view.compare is None:
+        return []
+    tests = []
+    for _, cell in cells.iterrows():
+        arrays = view.arrays(cell["key"])
+        if "grad_cam.clip_on_object" not in arrays:
+            continue
+        share = arrays["grad_cam.clip_on_object"].astype(float)
+        area = arrays["grad_cam.clip_area"].astype(float)
+        keep = ~np.isnan(share)
+        if keep.sum() < 2:
+            continue
+        clips = np.arange(len(share))[keep]
+        long = pd.DataFrame(
+            {
+                "arm": ["uniform"] * int(keep.sum()) + ["grad-cam"] * int(keep.sum()),
+                "clip": np.r_[clips, clips],
+                "value": np.r_[area[keep], share[keep]],
+            }
+        )
+        row = view.compare(long, metric="value", by="arm", baseline="uniform", pair_by="clip")
+        tests.append((view.label(cell["backbone"], cell["stem"]), row.iloc[0]))
+    if not tests:
+        return []
+    adjusted = view.holm([row["p_value"] for _, row in tests])
+    beats: dict[str, list[str]] = {}
+    totals: dict[str, int] = {}
+    for (label, row), p_adj in zip(tests, adjusted):
+        totals[label] = totals.get(label, 0) + 1
+        if p_adj < 0.05 and row["diff"] > 0:
+            beats.setdefault(label, []).append(
+                f"{100 * row['diff']:+.1f} points (95% CI {100 * row['ci_low']:+.1f} to "
+                f"{100 * row['ci_high']:+.1f}, p_adj {p_adj:.2g})"
+            )
+    clips = int(tests[0][1]["n_pairs"])
+    text = (
+        f"Per trained model, with its {clips} probe clips as the replicates (paired t of each "
+        f"clip's on-object share against the clip's object area, Holm over {len(tests)} models): "
+    )
+    if beats:
+        text += "; ".join(
+            f"{len(v)} of {totals[k]} `{k}` models beat the uniform map ({', '.join(v)})"
+            for k, v in beats.items()
+        )
+        others = [f"`{k}`" for k in totals if k not in beats]
+        if others:
+            text += f"; none of the {', '.join(others)} models does"
+    else:
+        text += "no model's map beats the uniform map"
+    return [
+        text + ". This is about these trained models and these clips; the comparison over seeds "
+        "above is the one about the stems."
+    ]
 
 
 register_probe(

@@ -27,7 +27,7 @@ from stemlab.study.spec import config_hash
 
 __all__ = ["common_random_init", "package_versions", "replicate_data", "run_cell"]
 
-PROBE_BATCH = 16
+PROBE_BATCH = 32
 """Clips in the probe batch (Grad-CAM, activation statistics)."""
 
 _REPLICATE_STRIDE = 7919  # data seed step between replicates; their streams never overlap
