@@ -166,5 +166,5 @@ def test_per_model_gradcam_uses_clips_as_replicates_and_holm():
     (text,) = _per_model_findings(view, cells)
     assert "with its 32 probe clips as the replicates" in text
     assert "Holm over 3 models" in text
-    assert "2 of 2 `c3d` models beat the uniform map (+2" in text
+    assert "2 of 2 `c3d` models beat the uniform map (+19.2 points (95% CI +17.8" in text
     assert "none of the `r2d` models does" in text
