@@ -8,7 +8,7 @@ temporal extent see that motion at full resolution; the frame-wise ``r2d`` stem 
 later (2+1)D stages at half resolution. Seeds are paired replicates: seed ``s`` draws its own
 training and validation sample and initial weights, shared by every stem, so each comparison with
 the ``r2d`` baseline is a paired t-test over seeds (Holm-adjusted). The channel probes run on a
-fixed set of 128 probe clips, the same for every stem and seed, so CKA between any two trained
+fixed set of 96 probe clips, the same for every stem and seed, so CKA between any two trained
 models is defined. Every stem is also profiled on the full-size r2plus1d_18 at 1x3x16x112x112.
 """
 
@@ -46,7 +46,7 @@ STUDY = Study(
         "channel_ablation",
         "cka",
     ],
-    probe_options={"probe_samples": 128, "ablation_samples": 32},
+    probe_options={"probe_samples": 96, "ablation_samples": 32},
     profile={"backbone": "r2plus1d_18", "input": [1, 3, 16, 112, 112], "num_classes": 400},
     latency_runs=1,
     quick={**MOTION_QUICK, "probe_options": {"probe_samples": 64, "ablation_samples": 16}},

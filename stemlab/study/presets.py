@@ -19,7 +19,7 @@ MOTION_DATA: dict[str, Any] = {
     "task": "motion",
     "num_classes": 4,
     "train_samples": 1024,
-    "val_samples": 256,
+    "val_samples": 192,
     "clip_len": 8,
     "size": 32,
     "speed": [0.75, 1.5],
@@ -27,7 +27,7 @@ MOTION_DATA: dict[str, Any] = {
     "seed": 0,
 }
 """SyntheticMotion 'motion': 4 directions, 8 frames of 32x32, 0.75-1.5 px/frame, noise 0.3; 1024
-training and 256 validation clips per replicate seed."""
+training and 192 validation clips per replicate seed."""
 
 MOTION_TRAINING: dict[str, Any] = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "warmup_epochs": 0.5}
 """AdamW at 3e-3, half an epoch of warm-up, cosine decay, 3 epochs."""
