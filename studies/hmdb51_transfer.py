@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 from pathlib import Path
 
 from stemlab.errors import StudyFileError
 from stemlab.study import Study
-from stemlab.weights import resolve_torchvision_weights, torchvision_weights_path
+from stemlab.study.inputs import checkpoint_problem, split_folder_problem
 
 BACKBONE = "r3d_18"
 WEIGHTS = "KINETICS400_V1"
@@ -42,29 +41,18 @@ def _hmdb51_root() -> Path:
 
 def _missing_inputs(root: Path) -> list[str]:
     """One sentence per missing input: where it is expected and how to get it."""
-    problems = []
-    splits = [root / f"trainlist0{SPLIT}.txt", root / f"testlist0{SPLIT}.txt"]
-    has_classes = root.is_dir() and any(
-        p.is_dir() and not p.name.startswith(".") for p in root.iterdir()
-    )
-    if not (has_classes and all(p.is_file() for p in splits)):
-        call = f'prepare_hmdb51("testTrainMulti_7030_splits", {json.dumps(str(root))})'
-        shell = "python -c " + shlex.quote(f"from stemlab.data import prepare_hmdb51; {call}")
-        problems.append(
-            f"HMDB51 is not at {root} (STEMLAB_HMDB51): it needs a folder per class and "
-            f"{splits[0].name}, {splits[1].name}. Unpack hmdb51_org.rar and each class archive "
-            f"in it into {root} (<class>/*.avi) and test_train_splits.rar "
-            f"(testTrainMulti_7030_splits/), then run stemlab.data.{call}, i.e. `{shell}`."
-        )
-    weights = resolve_torchvision_weights(WEIGHTS, backbone=BACKBONE)
-    path = torchvision_weights_path(weights)
-    if not path.is_file():
-        problems.append(
-            f"The Kinetics-400 checkpoint {type(weights).__name__}.{weights.name} is not at "
-            f"{path} (TORCH_HOME); fetch it from {weights.url}, e.g. "
-            f"`curl -L --create-dirs -o {shlex.quote(str(path))} {weights.url}`."
-        )
-    return problems
+    problems = [
+        split_folder_problem(
+            root,
+            SPLIT,
+            name="HMDB51",
+            env="STEMLAB_HMDB51",
+            prepare=f'prepare_hmdb51("testTrainMulti_7030_splits", {json.dumps(str(root))})',
+            unpack=f"Unpack hmdb51_org.rar and each class archive in it into {root} (<class>/*.avi) and test_train_splits.rar (testTrainMulti_7030_splits/)",
+        ),
+        checkpoint_problem(WEIGHTS, backbone=BACKBONE),
+    ]
+    return [p for p in problems if p is not None]
 
 
 HMDB51 = _hmdb51_root()

@@ -46,12 +46,11 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 from pathlib import Path
 
 from stemlab.errors import StudyFileError
 from stemlab.study import Study
-from stemlab.weights import resolve_torchvision_weights, torchvision_weights_path
+from stemlab.study.inputs import checkpoint_problem, split_folder_problem
 
 BACKBONE = "r3d_18"
 WEIGHTS = "KINETICS400_V1"
@@ -64,29 +63,18 @@ def _ucf101_root() -> Path:
 
 def _missing_inputs(root: Path) -> list[str]:
     """One sentence per missing input: where it is expected and how to get it."""
-    problems = []
-    splits = [root / f"trainlist0{SPLIT}.txt", root / f"testlist0{SPLIT}.txt"]
-    has_classes = root.is_dir() and any(
-        p.is_dir() and not p.name.startswith(".") for p in root.iterdir()
-    )
-    if not (has_classes and all(p.is_file() for p in splits)):
-        call = f'prepare_ucf101("UCF-101", {json.dumps(str(root))}, split_dir="ucfTrainTestlist")'
-        shell = "python -c " + shlex.quote(f"from stemlab.data import prepare_ucf101; {call}")
-        problems.append(
-            f"UCF101 is not at {root} (STEMLAB_UCF101): it needs a folder per class and "
-            f"{splits[0].name}, {splits[1].name}. Unpack UCF101.rar (UCF-101/) and "
-            "UCF101TrainTestSplits-RecognitionTask.zip (ucfTrainTestlist/), then run "
-            f"stemlab.data.{call}, i.e. `{shell}`."
-        )
-    weights = resolve_torchvision_weights(WEIGHTS, backbone=BACKBONE)
-    path = torchvision_weights_path(weights)
-    if not path.is_file():
-        problems.append(
-            f"The Kinetics-400 checkpoint {type(weights).__name__}.{weights.name} is not at "
-            f"{path} (TORCH_HOME); fetch it from {weights.url}, e.g. "
-            f"`curl -L --create-dirs -o {shlex.quote(str(path))} {weights.url}`."
-        )
-    return problems
+    problems = [
+        split_folder_problem(
+            root,
+            SPLIT,
+            name="UCF101",
+            env="STEMLAB_UCF101",
+            prepare=f'prepare_ucf101("UCF-101", {json.dumps(str(root))}, split_dir="ucfTrainTestlist")',
+            unpack="Unpack UCF101.rar (UCF-101/) and UCF101TrainTestSplits-RecognitionTask.zip (ucfTrainTestlist/)",
+        ),
+        checkpoint_problem(WEIGHTS, backbone=BACKBONE),
+    ]
+    return [p for p in problems if p is not None]
 
 
 UCF101 = _ucf101_root()

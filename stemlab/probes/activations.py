@@ -28,7 +28,7 @@ from stemlab.probes._modules import (
     first_tensor,
     resolve_modules,
 )
-from stemlab.probes._plots import new_figure, stage_roles
+from stemlab.probes._plots import stage_roles
 from stemlab.probes.contract import (
     CellContext,
     FigureSpec,
@@ -300,37 +300,19 @@ def _run_in_study(context: CellContext) -> ProbeOutput:
 _ROLE_STATS = ("std", "zero_fraction", "dead_channel_fraction", "temporal_std")
 
 
-def plot_activations_by_role(rows: pd.DataFrame, *, group: str = "group", title: str) -> Figure:
-    """Activation statistics of the stem output and each stage, one line per group.
+def _plot_by_role(rows: pd.DataFrame, where: str) -> Figure:
+    """The shared activation plot, its x axis the declared roles (stem output, each stage)."""
+    from stemlab.probes.figures import plot_activation_stats
 
-    Layers are aligned by role (stem output, layer1, ...), never by position, so stems with
-    different internals are compared at the same place in the network.
-    """
-    rows = rows[rows["role"].notna() & (rows["call"] == 0)]
-    order = list(dict.fromkeys(rows["role"]))
+    rows = rows[rows["role"].notna()]
     stats = [s for s in _ROLE_STATS if s in rows and rows[s].notna().any()]
-    figure = new_figure(3.0 * len(stats) + 1.5, 3.4)
-    axes = figure.subplots(1, len(stats), squeeze=False)[0]
-    positions = {role: i for i, role in enumerate(order)}
-    for ax, stat in zip(axes, stats):
-        for name, group_rows in rows.groupby(group, sort=False):
-            group_rows = group_rows.sort_values("role", key=lambda c: c.map(positions))
-            ax.plot(
-                [positions[r] for r in group_rows["role"]],
-                group_rows[stat].to_numpy(dtype=float),
-                marker="o",
-                ms=3,
-                label=str(name),
-            )
-        ax.set_xticks(range(len(order)), order, rotation=30, ha="right", fontsize=8)
-        ax.set_title(stat.replace("_", " "), fontsize=9)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("value over the probe batch")
-    figure.legend(
-        *axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8, title=group
+    return plot_activation_stats(
+        rows.assign(module=rows["role"]),
+        stats=stats,
+        modules=list(dict.fromkeys(rows["role"])),
+        group="group",
+        title=f"Activations by layer role ({where.split(' (')[0]})",
     )
-    figure.suptitle(title, fontsize=10)
-    return figure
 
 
 def _figures(view: StudyView) -> list[FigureSpec]:
@@ -353,10 +335,10 @@ def _figures(view: StudyView) -> list[FigureSpec]:
             FigureSpec(
                 f"activations_{source}",
                 f"Activation statistics of the stem output and each stage on {where}; "
-                "layers are aligned by role, so every stem is compared at the same depth.",
-                lambda rows=rows, where=where: plot_activations_by_role(
-                    rows, title=f"Activations by layer role ({where.split(' (')[0]})"
-                ),
+                "layers are aligned by role, so every stem is compared at the same depth. "
+                "temporal std is 0 by construction where a layer's time axis has one step "
+                "(layer4 of an 8-frame clip).",
+                lambda rows=rows, where=where: _plot_by_role(rows, where),
             )
         )
     return specs

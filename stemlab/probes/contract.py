@@ -211,6 +211,16 @@ class StudyView:
             lines.append(text + ".")
         return lines
 
+    def profile_text(self) -> str:
+        """Which model and input the profiling cells measured (``"r2plus1d_18 at 1x3x16x112x112,
+        random weights"``), for captions and findings."""
+        profile = self.config.get("profile") or {}
+        if not profile:
+            return "the training model"
+        shape = "x".join(str(s) for s in profile.get("input", []))
+        backbone = "each backbone" if profile.get("backbone") == "*" else profile.get("backbone")
+        return f"{backbone} at {shape}, random weights"
+
     def labels(self, rows: pd.DataFrame) -> list[str]:
         """:meth:`label` of every row of a table with ``backbone`` and ``stem`` columns."""
         return [self.label(b, s) for b, s in zip(rows["backbone"], rows["stem"])]

@@ -422,7 +422,7 @@ def _flops_findings(view: StudyView) -> list[str]:
         return f"`{profiled}` with `{row['stem']}`"
 
     lines = [
-        f"Profiled at full size ({_profile_text(view.config)}), the {len(rows)} "
+        f"Profiled at full size ({view.profile_text()}), the {len(rows)} "
         f"(backbone, stem) rows span {cheap['gflops']:.2f} GFLOPs ({name(cheap)}) to "
         f"{dear['gflops']:.2f} GFLOPs ({name(dear)}), and {rows['params'].min() / 1e6:.2f} M to "
         f"{rows['params'].max() / 1e6:.2f} M parameters. {CONVENTION}"
@@ -438,6 +438,8 @@ def _flops_findings(view: StudyView) -> list[str]:
             for _, row in group[group["stem"] != baseline].iterrows():
                 d_stem = row["stem_gflops"] - base["stem_gflops"]
                 d_down = row["downstream_gflops"] - base["downstream_gflops"]
+                # float noise of an unchanged downstream must not print as "-0.00"
+                d_stem, d_down = (0.0 if abs(d) < 0.005 else d for d in (d_stem, d_down))
                 parts.append(
                     f"{row['stem']} {row['gflops'] - base['gflops']:+.2f} "
                     f"(stem {d_stem:+.2f}, downstream {d_down:+.2f})"
@@ -449,14 +451,6 @@ def _flops_findings(view: StudyView) -> list[str]:
                 f"the first stage read more channels): {'; '.join(parts)}."
             )
     return lines
-
-
-def _profile_text(config: Any) -> str:
-    profile = (config or {}).get("profile") or {}
-    if not profile:
-        return "training model"
-    shape = "x".join(str(s) for s in profile.get("input", []))
-    return f"input {shape}, random weights"
 
 
 register_probe(

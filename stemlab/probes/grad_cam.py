@@ -306,24 +306,14 @@ def default_gradcam_layer(model: torch.nn.Module, inputs: torch.Tensor) -> tuple
 
     Falls back to the largest map when no stage reaches 8x8.
     """
+    from stemlab.probes.activations import record_activations
+
     stages = [info["module"] for info in model.feature_info]
-    sizes: dict[str, int] = {}
-    handles = []
-    try:
-        for name in stages:
-            module = model.get_submodule(name)
-
-            def hook(_m: Any, _i: Any, out: Any, name: str = name) -> None:
-                tensor = out[0] if isinstance(out, (tuple, list)) else out
-                if isinstance(tensor, torch.Tensor) and tensor.dim() >= 4:
-                    sizes[name] = int(min(tensor.shape[-2:]))
-
-            handles.append(module.register_forward_hook(hook))
-        with torch.no_grad():
-            model(inputs[:1])
-    finally:
-        for handle in handles:
-            handle.remove()
+    with torch.no_grad(), record_activations(model, stages, stats=False) as recorder:
+        model(inputs[:1])
+    table = recorder.table()
+    table = table[(table["call"] == 0) & (table["shape"].map(len) >= 4)]
+    sizes = {m: int(min(shape[-2:])) for m, shape in zip(table["module"], table["shape"])}
     usable = [s for s in stages if sizes.get(s, 0) >= MIN_MAP_SIZE]
     if usable:
         return usable[-1], sizes[usable[-1]]

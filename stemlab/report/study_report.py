@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -211,7 +210,7 @@ def render_report(
 
     intervals = _accuracy_intervals(view) if not cells.empty else pd.DataFrame()
     if not summary.empty:
-        _summary_tables(doc, summary, intervals, descriptions, num_classes, config)
+        _summary_tables(doc, summary, intervals, descriptions, num_classes, view)
 
     if not cells.empty and "top1" in cells:
         trained = view.trained()
@@ -348,7 +347,7 @@ def _summary_tables(
     intervals: pd.DataFrame,
     descriptions: dict[str, str],
     num_classes: int | None,
-    config: Mapping[str, Any],
+    view: StudyView,
 ) -> None:
     frame = summary.copy()
     if len(intervals):
@@ -371,7 +370,7 @@ def _summary_tables(
         (
             "Cost at full size",
             COST_SHOWN,
-            f"The full-size profiling model ({_profile_text(config)}); one FMA = one flop.",
+            f"The full-size profiling model ({view.profile_text()}); one FMA = one flop.",
         ),
         ("Stems", STEM_SHOWN, "The stems at full size (profiling model)."),
         (
@@ -402,17 +401,3 @@ def _summary_tables(
             part = rest[start : start + 5]
             doc.table(_label_frame(frame[["backbone", "stem", *part]]))
         doc.paragraph(_legend(rest, descriptions))
-
-
-def _profile_text(config: Mapping[str, Any]) -> str:
-    profile = config.get("profile")
-    if not profile:
-        return "training model"
-    shape = "x".join(str(s) for s in profile.get("input", []))
-    backbone = profile.get("backbone")
-    backbone = "each backbone" if backbone == "*" else backbone
-    return f"{backbone} at {shape}, random weights"
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")

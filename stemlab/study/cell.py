@@ -31,7 +31,6 @@ PROBE_BATCH = 32
 """Clips in the probe batch (Grad-CAM, activation statistics)."""
 
 _REPLICATE_STRIDE = 7919  # data seed step between replicates; their streams never overlap
-_PROBE_SET_OFFSET = 2_000_029
 
 
 def package_versions() -> dict[str, str]:
@@ -203,15 +202,15 @@ def _weights_source(config: Mapping[str, Any]) -> Any:
     return weights
 
 
-def _head_name(model: nn.Module) -> str:
-    layout = getattr(model, "layout", None)
-    return getattr(layout, "head", None) or "fc"
-
-
 @torch.no_grad()
 def _head_inputs(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     """The features the classifier reads (its input), for ``inputs``."""
-    head = model.get_submodule(_head_name(model))
+    from stemlab.train.freeze import resolve_head
+
+    found = resolve_head(model)
+    if found is None:
+        raise ValueError(f"{type(model).__name__} declares no classifier head to compare")
+    head = found[1]
     captured: list[torch.Tensor] = []
     handle = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
     was_training = model.training
@@ -257,9 +256,9 @@ def _weight_counts(model: nn.Module) -> dict[str, Any]:
         f"weights_{action}": int(counts.get(action, 0))
         for action in ("loaded", "transferred", "initialized")
     }
-    errors = report["detail"].astype(str).str.extract(r"error[^0-9]*([0-9.eE+-]+)")[0]
-    errors = pd.to_numeric(errors, errors="coerce").dropna()
-    metrics["transfer_error"] = float(errors.max()) if len(errors) else None
+    # only the (2+1)D factorisation is inexact; the load records its error with the report
+    error = report.attrs.get("svd_relative_error")
+    metrics["transfer_error"] = float(error) if error is not None else None
     return metrics
 
 
@@ -270,11 +269,11 @@ class _Batches:
         self.dataset, self.size, self.batch_size = dataset, size, batch_size
 
     def __call__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        from stemlab.study.datasets import first_batch
+
         n = min(self.size, len(self.dataset))
         for start in range(0, n, self.batch_size):
-            samples = [self.dataset[i] for i in range(start, min(n, start + self.batch_size))]
-            clip = torch.stack([s[0] for s in samples])
-            label = torch.as_tensor([int(s[1]) for s in samples])
+            clip, label, _ = first_batch(self.dataset, min(self.batch_size, n - start), start=start)
             yield (clip, label)
 
 
@@ -300,7 +299,8 @@ def _train_cell(config: Mapping[str, Any], device: str, record: dict[str, Any]) 
         **config["backbone_kwargs"],
     )
     if weights is None:
-        common_random_init(model, seed)
+        layout = getattr(model, "layout", None)
+        common_random_init(model, seed, skip=(getattr(layout, "stem", "stem"),))
     result, metrics = record["result"], record["result"]["metrics"]
     inputs, labels, masks = first_batch(probe_set, PROBE_BATCH)
     if weights is not None:

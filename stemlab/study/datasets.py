@@ -119,10 +119,11 @@ def build_probe_set(config: Mapping[str, Any]) -> Dataset:
 
 
 def first_batch(
-    dataset: Dataset, size: int
+    dataset: Dataset, size: int, *, start: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """The first ``size`` samples stacked: ``(inputs, labels, masks or None)``."""
-    samples = [dataset[i] for i in range(min(size, len(dataset)))]  # type: ignore[arg-type]
+    """Samples ``start .. start + size`` stacked: ``(inputs, labels, masks or None)``."""
+    stop = min(start + size, len(dataset))  # type: ignore[arg-type]
+    samples = [dataset[i] for i in range(start, stop)]
     inputs = torch.stack([s[0] for s in samples])
     labels = torch.as_tensor([int(s[1]) for s in samples])
     masks = torch.stack([torch.as_tensor(s[2]) for s in samples]) if len(samples[0]) > 2 else None

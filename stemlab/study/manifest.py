@@ -247,5 +247,5 @@ def read_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
 def write_manifest(out_dir: str | os.PathLike[str], manifest: dict[str, Any]) -> Path:
     """Write ``manifest`` to ``out_dir/manifest.json`` atomically and return the path."""
     path = Path(out_dir) / MANIFEST_NAME
-    atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    atomic_write_text(path, json.dumps(manifest, indent=2, default=str))
     return path

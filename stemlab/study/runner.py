@@ -326,4 +326,4 @@ def _write_manifest(
         },
         "runs": runs,
     }
-    atomic_write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str))
