@@ -75,6 +75,9 @@ class CellContext:
         config: the cell's config.
         options: study-level options (``gradcam_layer``, ``latency_runs``, ``num_classes``...).
         device: where the model lives.
+        init_model: trained cells: the same arm and seed's model before training (a copy taken
+            after initialisation, eval mode, on ``device``), so weight and activation probes can
+            report ``<metric>_init`` beside ``<metric>``; ``None`` in profile cells.
     """
 
     kind: Source
@@ -86,6 +89,7 @@ class CellContext:
     masks: torch.Tensor | None = None
     batches: Callable[[], Iterable[Sequence[Any]]] | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    init_model: nn.Module | None = None
 
     def batch_list(self, option: str, default: int) -> list[Sequence[Any]]:
         """The first probe batches holding ``options[option]`` clips (else ``default``)."""

@@ -10,6 +10,7 @@ cells.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import platform
@@ -312,6 +313,7 @@ def _train_cell(config: Mapping[str, Any], device: str, record: dict[str, Any]) 
         if config.get(option) is not None:
             training[option] = config[option]
     train_config = TrainConfig(**{**training, "seed": seed, "device": device, "progress": False})
+    init_model = copy.deepcopy(model)
     outcome = fit(model, train_set, config=train_config, val_data=val_set)
     result["epochs"] = records(outcome.history)
     result["train_status"] = outcome.status
@@ -344,6 +346,7 @@ def _train_cell(config: Mapping[str, Any], device: str, record: dict[str, Any]) 
         config=config,
         options=options,
         device=target,
+        init_model=init_model.to(target).eval(),
     )
     _run_probes(config["probes"], context, record)
 
