@@ -26,7 +26,7 @@ from torch import nn
 
 from stemlab.study.spec import config_hash
 
-__all__ = ["common_random_init", "package_versions", "replicate_data", "run_cell"]
+__all__ = ["CellDiverged", "common_random_init", "package_versions", "replicate_data", "run_cell"]
 
 PROBE_BATCH = 32
 """Clips in the probe batch (Grad-CAM, activation statistics)."""
@@ -137,7 +137,7 @@ def run_cell(
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
 
     Returns:
-        ``{"key", "kind", "config", "status": "ok" | "failed", "error", "traceback", "seconds",
+        ``{"key", "kind", "config", "status": "ok" | "failed" | "diverged", "error", "traceback", "seconds",
         "versions", "result": {"metrics", "epochs", "tables", "probe_seconds"}, "arrays"}``.
     """
     start = time.perf_counter()
@@ -158,8 +158,13 @@ def run_cell(
     try:
         if config["kind"] == "train":
             _train_cell(config, device, record)
+        elif config["kind"] == "sweep":
+            _sweep_cell(config, device, record)
         else:
             _profile_cell(config, device, record)
+    except CellDiverged as exc:
+        record["status"] = "diverged"
+        record["error"] = str(exc)
     except Exception as exc:
         record["status"] = "failed"
         record["error"] = f"{type(exc).__name__}: {exc}"
@@ -278,16 +283,15 @@ class _Batches:
             yield (clip, label)
 
 
-def _train_cell(config: Mapping[str, Any], device: str, record: dict[str, Any]) -> None:
+class CellDiverged(RuntimeError):
+    """Training stopped on a non-finite quantity: the cell is recorded as ``diverged``."""
+
+
+def _build_model(config: Mapping[str, Any], num_classes: int) -> nn.Module:
+    """The cell's model, initialised for its seed (layers after the stem shared across stems)."""
     from stemlab.models import create_model
-    from stemlab.probes.contract import CellContext
-    from stemlab.study.datasets import build_datasets, build_probe_set, first_batch
-    from stemlab.train import TrainConfig, fit
 
     seed = int(config["seed"])
-    target = _device(device)
-    train_set, val_set, num_classes = build_datasets(replicate_data(config["data"], seed))
-    probe_set = build_probe_set(config["data"])
     weights = _weights_source(config)
     torch.manual_seed(seed)
     stem = _scaled_stem(config["backbone"], _stem(config), config.get("stem_width_multiplier", 1.0))
@@ -302,40 +306,146 @@ def _train_cell(config: Mapping[str, Any], device: str, record: dict[str, Any]) 
     if weights is None:
         layout = getattr(model, "layout", None)
         common_random_init(model, seed, skip=(getattr(layout, "stem", "stem"),))
-    result, metrics = record["result"], record["result"]["metrics"]
-    inputs, labels, masks = first_batch(probe_set, PROBE_BATCH)
-    if weights is not None:
-        metrics.update(_weight_counts(model))
-        if config["stem"] != "native":
-            metrics.update(_survival(config, model, inputs, num_classes))
+    return model
+
+
+def _budgets(config: Mapping[str, Any]) -> list[int]:
+    return [int(b) for b in config.get("budgets", [config["training"].get("epochs", 10)])]
+
+
+def _finite(value: Any) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _fit(
+    config: Mapping[str, Any],
+    model: nn.Module,
+    splits: Any,
+    device: str,
+    record: dict[str, Any],
+) -> dict[str, Any]:
+    """Train the cell's model, scoring the test split after each budget; fill the record.
+
+    Returns:
+        The metrics of the final budget (validation and test, with the training loss).
+
+    Raises:
+        CellDiverged: training met a non-finite loss, weight or score.
+        RuntimeError: training failed.
+    """
+    from stemlab.train import TrainConfig, fit
+    from stemlab.train.evaluate import evaluate
+
+    seed = int(config["seed"])
+    budgets = _budgets(config)
     training = dict(config["training"])
     for option in ("freeze", "head_lr_multiplier"):
         if config.get(option) is not None:
             training[option] = config[option]
     train_config = TrainConfig(**{**training, "seed": seed, "device": device, "progress": False})
-    init_model = copy.deepcopy(model)
-    outcome = fit(model, train_set, config=train_config, val_data=val_set)
+    scores: dict[int, dict[str, float]] = {}
+
+    def score(epoch: int, trained: nn.Module) -> None:
+        if epoch in budgets and splits.test is not None:
+            scores[epoch] = evaluate(
+                trained,
+                splits.test,
+                batch_size=max(train_config.batch_size, 64),
+                device=train_config.device,
+                num_workers=train_config.num_workers,
+            )
+
+    outcome = fit(model, splits.train, config=train_config, val_data=splits.val, on_epoch=score)
+    result = record["result"]
     result["epochs"] = records(outcome.history)
     result["train_status"] = outcome.status
+    if outcome.status == "diverged":
+        raise CellDiverged(f"training diverged: {outcome.error}")
     if outcome.status != "completed":
         raise RuntimeError(f"training {outcome.status}: {outcome.error}")
-    final = outcome.history.iloc[-1]
+    history = outcome.history.set_index("epoch")
+    rows = []
+    for epoch in budgets:
+        row = history.loc[epoch]
+        entry: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": float(row["train_loss"]),
+            "val_top1": float(row["val_top1"]),
+            "val_loss": float(row["val_loss"]),
+        }
+        if epoch in scores:
+            entry.update(
+                test_top1=float(scores[epoch]["top1"]),
+                test_top5=float(scores[epoch]["top5"]),
+                test_loss=float(scores[epoch]["loss"]),
+            )
+        for name, value in entry.items():
+            if name != "epoch" and not math.isfinite(value):
+                raise CellDiverged(f"training diverged: epoch {epoch}: {name} is {value}")
+        rows.append(entry)
+    result["budgets"] = rows
+    final = rows[-1]
+    test = splits.test is not None
+    return {
+        "top1": final["test_top1"] if test else final["val_top1"],
+        "top5": final["test_top5"] if test else _finite(history.loc[budgets[-1], "val_top5"]),
+        "top1_split": "test" if test else "validation",
+        "test_loss": final.get("test_loss"),
+        "val_top1": final["val_top1"],
+        "val_loss": final["val_loss"],
+        "train_loss": final["train_loss"],
+        "test_clips": len(splits.test) if test else None,
+        "lr": float(train_config.lr),
+        "weight_decay": float(train_config.weight_decay),
+        "epochs_trained": int(budgets[-1]),
+        "train_seconds": float(outcome.history["seconds"].sum()),
+    }
+
+
+def _sweep_cell(config: Mapping[str, Any], device: str, record: dict[str, Any]) -> None:
+    """One tuning run: train at the sample's setting, score validation and test; no probes."""
+    from stemlab.study.datasets import build_splits
+
+    splits = build_splits(replicate_data(config["data"], int(config["seed"])))
+    model = _build_model(config, splits.num_classes)
+    metrics = _fit(config, model, splits, device, record)
+    metrics.update(num_classes=splits.num_classes, chance=1.0 / splits.num_classes)
+    record["result"]["metrics"].update(metrics)
+
+
+def _train_cell(config: Mapping[str, Any], device: str, record: dict[str, Any]) -> None:
+    from stemlab.probes.contract import CellContext
+    from stemlab.study.datasets import build_probe_set, build_splits, first_batch
+
+    seed = int(config["seed"])
+    target = _device(device)
+    splits = build_splits(replicate_data(config["data"], seed))
+    num_classes = splits.num_classes
+    probe_set = build_probe_set(config["data"])
+    model = _build_model(config, num_classes)
+    result, metrics = record["result"], record["result"]["metrics"]
+    inputs, labels, masks = first_batch(probe_set, PROBE_BATCH)
+    if _weights_source(config) is not None:
+        metrics.update(_weight_counts(model))
+        if config["stem"] != "native":
+            metrics.update(_survival(config, model, inputs, num_classes))
+    init_model = copy.deepcopy(model)
+    metrics.update(_fit(config, model, splits, device, record))
+    class_names = list(getattr(splits.val, "classes", []) or [])
     metrics.update(
         {
-            "top1": float(final["val_top1"]),
-            "top5": float(final["val_top5"]) if "val_top5" in final else None,
-            "train_loss": float(final["train_loss"]),
-            "val_loss": float(final["val_loss"]) if "val_loss" in final else None,
-            "train_seconds": float(outcome.history["seconds"].sum()),
             "train_params": sum(p.numel() for p in model.parameters()),
             "train_stem_width": model.stem.out_channels,
             "num_classes": num_classes,
+            "chance": 1.0 / num_classes,
         }
     )
+    result["class_names"] = class_names
     model = model.to(target).eval()
     options = dict(config.get("probe_options", {}))
     options.setdefault("num_classes", num_classes)
-    options.setdefault("class_names", list(getattr(val_set, "classes", []) or []))
+    options.setdefault("class_names", class_names)
     context = CellContext(
         kind="trained",
         model=model,

@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["MiddleFrame", "build_datasets", "build_probe_set", "first_batch"]
+__all__ = [
+    "MiddleFrame",
+    "Splits",
+    "build_datasets",
+    "build_probe_set",
+    "build_splits",
+    "first_batch",
+]
 
 # Validation clips come from a different stream of the same generator than training clips.
 _VAL_SEED_OFFSET = 1_000_003
 # The probe set is a third stream: the same clips for every replicate seed.
 _PROBE_SEED_OFFSET = 2_000_029
+# Test clips: a fourth stream, never seen by training or selection.
+_TEST_SEED_OFFSET = 3_000_017
+
+
+class Splits(NamedTuple):
+    """A replicate's disjoint splits: train, validation (selection only), test (reports)."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset | None
+    num_classes: int
 
 
 class MiddleFrame(Dataset):
@@ -42,6 +60,19 @@ class MiddleFrame(Dataset):
 def build_datasets(config: Mapping[str, Any]) -> tuple[Dataset, Dataset, int]:
     """Training set, validation set and number of classes for a study's ``data`` config.
 
+    See :func:`build_splits`, which also gives the test split.
+    """
+    splits = build_splits(config)
+    return splits.train, splits.val, splits.num_classes
+
+
+def build_splits(config: Mapping[str, Any]) -> Splits:
+    """Training, validation and test sets and the number of classes of a ``data`` config.
+
+    Synthetic data draws each split from its own stream of the data seed, so the splits share no
+    clip; ``test_samples`` (synthetic) or ``test_split`` (a split file, video folders) adds the
+    test split (``None`` without it).
+
     Args:
         config: ``{"dataset": ..., "train_samples": int, "val_samples": int, "seed": int, ...}``;
             the remaining keys go to the dataset class. ``video_folder`` takes ``root`` and
@@ -60,19 +91,27 @@ def build_datasets(config: Mapping[str, Any]) -> tuple[Dataset, Dataset, int]:
             val_samples = options.pop("val_samples")
         except KeyError as exc:
             raise ValueError(f"data config for {dataset!r} needs {exc.args[0]!r}") from None
+        test_samples = options.pop("test_samples", None)
         seed = options.pop("seed", 0)
         train = SyntheticMotion(train_samples, seed=seed, **options)
         val = SyntheticMotion(val_samples, seed=seed + _VAL_SEED_OFFSET, **options)
+        test = (
+            SyntheticMotion(test_samples, seed=seed + _TEST_SEED_OFFSET, **options)
+            if test_samples is not None
+            else None
+        )
         num_classes = len(train.classes)
         if dataset == "synthetic_frames":
-            return MiddleFrame(train), MiddleFrame(val), num_classes
-        return train, val, num_classes
+            frames = MiddleFrame(test) if test is not None else None
+            return Splits(MiddleFrame(train), MiddleFrame(val), frames, num_classes)
+        return Splits(train, val, test, num_classes)
     if dataset == "video_folder":
         root = options.pop("root", None)
         if root is None:
             raise ValueError("data config for 'video_folder' needs 'root' (the dataset folder)")
         train_split = options.pop("train_split", None)
         val_split = options.pop("val_split", None)
+        test_split = options.pop("test_split", None)
         if train_split is None or val_split is None:
             raise ValueError(
                 "data config for 'video_folder' needs 'train_split' and 'val_split' (split "
@@ -92,8 +131,39 @@ def build_datasets(config: Mapping[str, Any]) -> tuple[Dataset, Dataset, int]:
             **{k: v for k, v in options.items() if k != "sampling"},
         )
         _check_same_classes(train, val)
-        return train, val, len(train.classes)
+        test = None
+        if test_split is not None:
+            if str(test_split) in (str(train_split), str(val_split)):
+                raise ValueError(
+                    f"test_split {test_split} is also the training or validation split: the "
+                    "test split must hold videos neither training nor selection has seen"
+                )
+            test = VideoFolder(
+                root,
+                split_file=test_split,
+                sampling="uniform",
+                **{k: v for k, v in options.items() if k != "sampling"},
+            )
+            _check_same_classes(train, test)
+            _check_disjoint(train, val, test)
+        return Splits(train, val, test, len(train.classes))
     raise ValueError(f"unknown dataset {dataset!r}")
+
+
+def _check_disjoint(train: Any, val: Any, test: Any) -> None:
+    """Refuse a test split sharing a video with the training or validation split."""
+    from pathlib import Path
+
+    def files(dataset: Any) -> set[Path]:
+        return {Path(path).resolve() for path, _ in getattr(dataset, "samples", [])}
+
+    shared = files(test) & (files(train) | files(val))
+    if shared:
+        example = sorted(shared)[0]
+        raise ValueError(
+            f"the test split shares {len(shared)} video(s) with the training or validation "
+            f"split (e.g. {example}); the test split must be disjoint from both"
+        )
 
 
 def _check_same_classes(train: Any, val: Any) -> None:
@@ -113,9 +183,10 @@ def build_probe_set(config: Mapping[str, Any]) -> Dataset:
     options = dict(config)
     if options.get("dataset") in ("synthetic_motion", "synthetic_frames"):
         options["seed"] = int(options.get("seed", 0)) + _PROBE_SEED_OFFSET - _VAL_SEED_OFFSET
-        return build_datasets(options)[1]
+        options.pop("test_samples", None)
+        return build_splits(options).val
     options.pop("sampling_seed", None)
-    return build_datasets(options)[1]
+    return build_splits(options).val
 
 
 def first_batch(

@@ -21,7 +21,7 @@ from stemlab.study.cell import package_versions
 from stemlab.study.executors import EXECUTORS, make_executor
 from stemlab.study.lock import StudyLock
 from stemlab.study.manifest import read_manifest
-from stemlab.study.spec import Study
+from stemlab.study.spec import Cell, Study
 from stemlab.study.store import CellStore, atomic_write_text
 from stemlab.study.tables import build_tables, write_tables
 
@@ -109,6 +109,31 @@ def _line_in(exc: BaseException, path: Path) -> int | str:
     return line
 
 
+def resolve_cells(study: Study, store: CellStore) -> list[Cell]:
+    """The study's grid as far as it is known: with a sweep, the training cells of every arm
+    whose sweep cells have finished, at the setting selected from them (validation only)."""
+    if study.sweep is None:
+        return study.cells()
+    from stemlab.study.selection import select, selection_table
+
+    rows = []
+    for cell in study.sweep_cells():
+        record = store.read(cell.key)
+        if record is None or record.get("status") != "ok":
+            continue
+        metrics = (record.get("result") or {}).get("metrics") or {}
+        rows.append(
+            {
+                "backbone": cell.config["backbone"],
+                "stem": cell.config["stem"],
+                "seed": cell.config["seed"],
+                "sample": cell.config["sample"],
+                **{k: metrics.get(k) for k in ("lr", "weight_decay", "val_top1", "val_loss")},
+            }
+        )
+    return study.cells(selection_table(select(pd.DataFrame(rows))))
+
+
 def tables_from_cells(study: Study, out_dir: str | os.PathLike[str]) -> dict[str, pd.DataFrame]:
     """Build the study's tables from its cell records in ``out_dir`` and write ``tables/*.csv``.
 
@@ -116,7 +141,7 @@ def tables_from_cells(study: Study, out_dir: str | os.PathLike[str]) -> dict[str
     """
     out = Path(out_dir)
     tables = build_tables(
-        study.cells(),
+        resolve_cells(study, CellStore(out / "cells")),
         CellStore(out / "cells"),
         config=study.to_config(),
         baseline=study.reference_stem,
@@ -234,8 +259,9 @@ def _run_unlocked(
     todo = [cell for cell in cells if not (resume and store.is_finished(cell.key))]
     runner = make_executor(executor, workers=workers, device=device, threads=threads)
     start = time.perf_counter()
+    total = study.grid_size()
     bar = tqdm(
-        total=len(cells),
+        total=total,
         initial=len(cells) - len(todo),
         desc=f"study {study.name}",
         unit="cell",
@@ -253,6 +279,15 @@ def _run_unlocked(
 
     try:
         runner.run(todo, on_result)
+        if study.sweep is not None:
+            # phase 2: every arm's reported seeds at the setting its sweep selected
+            done = {cell.key for cell in cells}
+            cells = resolve_cells(study, store)
+            later = [c for c in cells if c.key not in done]
+            ready = [c for c in later if not (resume and store.is_finished(c.key))]
+            bar.update(len(later) - len(ready))
+            todo = todo + ready
+            runner.run(ready, on_result)
     finally:
         bar.close()
     seconds = time.perf_counter() - start

@@ -18,6 +18,8 @@ PROBES = ("flops", "activations", "grad_cam", "filters")
 PROFILE_PROBES = ("flops", "activations", "latency")
 """Probes run on every full-size profiling model."""
 STEM_INITS = ("transfer", "random")
+COMPARISONS = ("baseline", "all_pairs")
+SWEEP_KEYS = ("lr", "weight_decay", "samples", "seeds", "sample_seed")
 DATASETS = ("synthetic_motion", "synthetic_frames", "video_folder")
 
 
@@ -115,6 +117,20 @@ class Study:
         head_lr_multiplier: learning-rate factor of the classifier (10 for new heads on
             pretrained backbones, as in C3D fine-tuning).
         findings: deprecated spelling of ``baseline``: ``{"baseline": "r2d"}``.
+        sweep: ``None`` (train every arm at ``training``'s lr and weight decay) or per-arm
+            tuning: ``{"lr": [...] | ["log", lo, hi], "weight_decay": [...] | ["log", lo, hi],
+            "samples": N, "seeds": [...], "sample_seed": int}``. Every arm (backbone x stem)
+            trains at the same hyperparameter samples (a grid of the lists, or ``samples``
+            draws, log-uniform over ranges) on the sweep ``seeds`` (default: the study's seeds);
+            each arm's setting is the sample with the highest mean validation top-1 (ties: lower
+            validation loss, then the earlier sample), and the reported cells (every study
+            seed) train at it. Needs a test split (``data["test_samples"]`` or
+            ``data["test_split"]``): selection reads validation only, reports read test only.
+        budgets: training budgets in epochs reported from one run (default: the training
+            config's epochs); the run trains ``max(budgets)`` epochs (the learning-rate
+            schedule spans all of them) and evaluates validation and test after each budget.
+        comparisons: the one multiplicity family of every accuracy finding: ``"baseline"``
+            (every arm against the reference) or ``"all_pairs"``.
     """
 
     name: str
@@ -138,6 +154,9 @@ class Study:
     freeze: str | Sequence[str] | None = None
     head_lr_multiplier: float | None = None
     findings: Mapping[str, Any] | None = None
+    sweep: Mapping[str, Any] | None = None
+    budgets: Sequence[int] | None = None
+    comparisons: str = "baseline"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -193,6 +212,23 @@ class Study:
             raise ValueError(
                 f"Study quick overrides unknown fields {unknown}; allowed: {sorted(allowed)}"
             )
+        check_choice("comparisons", self.comparisons, COMPARISONS)
+        if self.budgets is not None:
+            if isinstance(self.budgets, (str, int)) or not self.budgets:
+                raise ValueError(
+                    f"Study budgets must be a non-empty list of epochs, got {self.budgets!r}"
+                )
+            for budget in self.budgets:
+                check_positive_int("budgets[...]", budget)
+            if sorted(set(self.budgets)) != list(self.budgets):
+                raise ValueError(
+                    f"Study budgets must be increasing epochs without repeats, got "
+                    f"{list(self.budgets)}"
+                )
+        if self.sweep is not None:
+            from stemlab.study.selection import check_sweep
+
+            check_sweep(self.sweep, self.data)
         _plain(self.data), _plain(self.training), _plain(dict(self.backbones))
         _plain(self.probe_options), _plain(self.weights), _plain(self.freeze)
         if self.profile is not None:
@@ -236,32 +272,95 @@ class Study:
             options["head_lr_multiplier"] = self.head_lr_multiplier
         return options
 
-    def cells(self) -> list[Cell]:
-        """Training cells (backbone x stem x seed) then profiling cells (one per stem)."""
+    @property
+    def arms(self) -> list[tuple[str, str]]:
+        """``(backbone, stem)`` of every arm, in the study's order."""
+        return [(backbone, stem) for backbone in self.backbones for stem in self.stems]
+
+    @property
+    def epochs(self) -> int:
+        """Epochs each training run lasts (the largest budget)."""
+        if self.budgets is not None:
+            return int(max(self.budgets))
+        return int(self.training.get("epochs", 10))
+
+    def budget_epochs(self) -> list[int]:
+        """The epochs at which validation and test are reported."""
+        return [int(b) for b in self.budgets] if self.budgets is not None else [self.epochs]
+
+    def _run_config(
+        self, kind: str, backbone: str, stem: str, seed: int, training: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "kind": kind,
+            "study": self.name,
+            "backbone": backbone,
+            "backbone_kwargs": self.backbones[backbone],
+            "stem": stem,
+            "stem_width_multiplier": self.stem_width_multiplier,
+            "seed": seed,
+            "data": self.data,
+            "training": training,
+        }
+        if self.budgets is not None:
+            config["budgets"] = self.budget_epochs()
+        return config
+
+    def _training(self, setting: Mapping[str, Any] | None) -> dict[str, Any]:
+        training = dict(self.training)
+        if self.budgets is not None:
+            training["epochs"] = self.epochs
+        for name in ("lr", "weight_decay"):
+            if setting is not None and setting.get(name) is not None:
+                training[name] = float(setting[name])
+        return training
+
+    def sweep_cells(self) -> list[Cell]:
+        """The tuning cells: every arm x sweep seed x hyperparameter sample (none without a sweep)."""
+        if self.sweep is None:
+            return []
+        from stemlab.study.selection import sweep_samples, sweep_seeds
+
         cells = []
-        for backbone, kwargs in self.backbones.items():
-            for stem in self.stems:
-                for seed in self.seeds:
-                    cells.append(
-                        Cell(
-                            "train",
-                            _plain(
-                                {
-                                    "kind": "train",
-                                    "study": self.name,
-                                    "backbone": backbone,
-                                    "backbone_kwargs": kwargs,
-                                    "stem": stem,
-                                    "stem_width_multiplier": self.stem_width_multiplier,
-                                    "seed": seed,
-                                    "data": self.data,
-                                    "training": self.training,
-                                    "probes": list(self.probes),
-                                    **self._train_options(),
-                                }
-                            ),
-                        )
+        samples = sweep_samples(self.sweep)
+        for backbone, stem in self.arms:
+            for seed in sweep_seeds(self.sweep, self.seeds):
+                for index, setting in enumerate(samples):
+                    config = self._run_config(
+                        "sweep", backbone, stem, seed, self._training(setting)
                     )
+                    config["sample"] = index
+                    cells.append(Cell("sweep", _plain(config)))
+        return cells
+
+    def cells(
+        self, selection: Mapping[tuple[str, str], Mapping[str, Any]] | None = None
+    ) -> list[Cell]:
+        """The grid: sweep cells, training cells (backbone x stem x seed), profiling cells.
+
+        Args:
+            selection: with a sweep, ``(backbone, stem) -> {"lr", "weight_decay", "sample"}``,
+                each arm's selected setting (:func:`stemlab.study.selection.select`); arms
+                without one get no training cells yet (their sweep is not finished).
+                Without a sweep it is ignored.
+
+        Returns:
+            Sweep cells, then training cells, then profiling cells.
+        """
+        cells = self.sweep_cells()
+        for backbone, stem in self.arms:
+            setting: Mapping[str, Any] | None = None
+            if self.sweep is not None:
+                setting = (selection or {}).get((backbone, stem))
+                if setting is None:
+                    continue
+            for seed in self.seeds:
+                config = self._run_config("train", backbone, stem, seed, self._training(setting))
+                config["probes"] = list(self.probes)
+                config.update(self._train_options())
+                if setting is not None:
+                    config["selected_sample"] = int(setting["sample"])
+                cells.append(Cell("train", _plain(config)))
         if self.profile is not None:
             names = (
                 list(self.backbones)
@@ -288,6 +387,11 @@ class Study:
                     )
                 )
         return cells
+
+    def grid_size(self) -> int:
+        """How many cells the whole grid has (training cells counted before any selection)."""
+        profiles = sum(1 for cell in self.cells() if cell.kind == "profile")
+        return len(self.sweep_cells()) + len(self.arms) * len(self.seeds) + profiles
 
     def to_config(self) -> dict[str, Any]:
         """The study as a JSON-like dict (for the manifest)."""

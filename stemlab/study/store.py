@@ -33,8 +33,8 @@ __all__ = [
     "set_aside",
 ]
 
-RECORD_KINDS = ("train", "profile")
-RECORD_STATUSES = ("ok", "failed")
+RECORD_KINDS = ("train", "sweep", "profile")
+RECORD_STATUSES = ("ok", "failed", "diverged")
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -198,9 +198,10 @@ class CellStore:
         return record
 
     def is_finished(self, key: str) -> bool:
-        """Whether ``key`` has a valid successful record."""
+        """Whether ``key`` has a valid record that a rerun would not change: finished, or diverged
+        (training is deterministic: it would diverge again); failed cells are retried."""
         record = self.read(key)
-        return record is not None and record["status"] == "ok"
+        return record is not None and record["status"] in ("ok", "diverged")
 
     def read_arrays(self, key: str) -> dict[str, np.ndarray]:
         """The stored arrays of ``key`` (empty when it has none or its record is damaged)."""

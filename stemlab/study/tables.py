@@ -18,15 +18,29 @@ from stemlab.probes.contract import StudyView, get_probe, probe_names
 from stemlab.study.spec import Cell
 from stemlab.study.store import CellStore, atomic_write_text
 
-__all__ = ["CORE_TABLES", "build_tables", "read_tables", "summary_columns", "write_tables"]
+__all__ = [
+    "CORE_TABLES",
+    "build_tables",
+    "read_tables",
+    "summary_columns",
+    "sweep_tables",
+    "write_tables",
+]
 
 CORE_TABLES = ("summary", "cells", "epochs")
 
 TRAINED_COLUMNS = (
-    ("top1", "validation top-1 of the trained CPU-scale model (mean over seeds)"),
-    ("top5", "validation top-5 (hidden when the task has 5 classes or fewer)"),
+    (
+        "top1",
+        "test top-1 of the trained CPU-scale model (mean over seeds; validation top-1 when the study has no test split)",
+    ),
+    ("top5", "test top-5 (hidden when the task has 5 classes or fewer)"),
+    ("val_top1", "validation top-1 (the split settings are selected on; mean over seeds)"),
+    ("lr", "learning rate the arm trained at (selected on validation when the study sweeps)"),
+    ("weight_decay", "weight decay the arm trained at"),
     ("train_loss", "training loss of the last epoch (mean over seeds)"),
     ("val_loss", "validation loss after the last epoch (mean over seeds)"),
+    ("test_loss", "test loss after the last epoch (mean over seeds)"),
     ("train_stem_width", "stem output channels of the trained model"),
     ("train_params", "parameters of the trained model"),
     ("train_seconds", "training wall time per seed (s)"),
@@ -55,10 +69,11 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
-def _cell_rows(cells: Sequence[Cell], store: CellStore) -> tuple[list, dict[str, list], list]:
+def _cell_rows(cells: Sequence[Cell], store: CellStore) -> tuple[list, dict[str, list], list, list]:
     cell_rows: list[dict[str, Any]] = []
     probe_rows: dict[str, list[dict[str, Any]]] = {}
     epochs: list[dict[str, Any]] = []
+    budgets: list[dict[str, Any]] = []
     for cell in cells:
         record = store.read(cell.key)
         if record is None:
@@ -69,8 +84,10 @@ def _cell_rows(cells: Sequence[Cell], store: CellStore) -> tuple[list, dict[str,
             "backbone": config["backbone"],
             "stem": config["stem"],
         }
-        if cell.kind == "train":
+        if cell.kind in ("train", "sweep"):
             tags["seed"] = _int_or_none(config.get("seed"))
+        if cell.kind == "sweep":
+            tags["sample"] = _int_or_none(config.get("sample"))
         result = record.get("result") or {}
         cell_rows.append(
             {
@@ -85,13 +102,46 @@ def _cell_rows(cells: Sequence[Cell], store: CellStore) -> tuple[list, dict[str,
         )
         if record.get("status") != "ok":
             continue
+        budgets += [{**tags, "kind": cell.kind, **row} for row in result.get("budgets", [])]
+        if cell.kind == "sweep":
+            continue
         source = "trained" if cell.kind == "train" else "profile"
         epochs += [{**tags, **row} for row in result.get("epochs", [])]
         for table, rows in (result.get("tables") or {}).items():
             probe_rows.setdefault(table, []).extend(
                 {**tags, "source": source, **row} for row in rows
             )
-    return cell_rows, probe_rows, epochs
+    return cell_rows, probe_rows, epochs, budgets
+
+
+SWEEP_COLUMNS = (
+    "backbone", "stem", "seed", "sample", "lr", "weight_decay", "epoch",
+    "val_top1", "val_loss", "test_top1", "test_loss", "train_loss", "status", "selected",
+)  # fmt: skip
+
+
+def sweep_tables(cell_table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """``sweep`` (one row per sweep cell, ``selected`` marking each arm's choice) and
+    ``selection`` (one row per arm) from the cells table; empty without sweep cells."""
+    from stemlab.study.selection import select
+
+    if cell_table.empty or "kind" not in cell_table or not (cell_table["kind"] == "sweep").any():
+        return {}
+    rows = cell_table[cell_table["kind"] == "sweep"].copy()
+    rows["epoch"] = rows.get("epochs_trained")
+    for column in SWEEP_COLUMNS:
+        if column not in rows:
+            rows[column] = pd.NA
+    chosen = select(rows[rows["status"] == "ok"])
+    picked = {(r.backbone, r.stem, int(r.sample)) for r in chosen.itertuples()}
+    rows["selected"] = [
+        (b, s, int(k)) in picked and status == "ok"
+        for b, s, k, status in zip(rows["backbone"], rows["stem"], rows["sample"], rows["status"])
+    ]
+    sweep = rows[list(SWEEP_COLUMNS)].sort_values(
+        ["backbone", "stem", "seed", "sample"], kind="stable"
+    )
+    return {"sweep": sweep.reset_index(drop=True), "selection": chosen}
 
 
 def build_tables(
@@ -112,11 +162,15 @@ def build_tables(
     Returns:
         name -> DataFrame: ``summary``, ``cells``, ``epochs`` and every probe table.
     """
-    cell_rows, probe_rows, epochs = _cell_rows(cells, store)
+    cell_rows, probe_rows, epochs, budgets = _cell_rows(cells, store)
     cell_table = pd.DataFrame(cell_rows)
-    if "seed" in cell_table:
-        cell_table["seed"] = cell_table["seed"].astype("Int64")
+    for column in ("seed", "sample"):
+        if column in cell_table:
+            cell_table[column] = cell_table[column].astype("Int64")
     tables: dict[str, pd.DataFrame] = {"cells": cell_table, "epochs": pd.DataFrame(epochs)}
+    if budgets:
+        tables["budgets"] = pd.DataFrame(budgets)
+    tables.update(sweep_tables(cell_table))
     for table, rows in probe_rows.items():
         tables[table] = pd.DataFrame(rows)
     probes = _study_probes(cells)
@@ -221,6 +275,7 @@ def read_tables(directory: str | Path) -> dict[str, pd.DataFrame]:
             tables[path.stem] = pd.read_csv(path)
         except pd.errors.EmptyDataError:
             tables[path.stem] = pd.DataFrame()
-    if "seed" in tables["cells"]:
-        tables["cells"]["seed"] = tables["cells"]["seed"].astype("Int64")
+    for column in ("seed", "sample"):
+        if column in tables["cells"]:
+            tables["cells"][column] = tables["cells"][column].astype("Int64")
     return tables

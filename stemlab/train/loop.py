@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,6 +221,7 @@ def fit(
     *,
     config: TrainConfig,
     val_data: Dataset | None = None,
+    on_epoch: Callable[[int, nn.Module], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``train_data``; evaluate on ``val_data`` after every epoch.
 
@@ -237,6 +239,8 @@ def fit(
             method, if present, is called before every epoch.
         config: the hyper-parameters.
         val_data: optional validation dataset.
+        on_epoch: called as ``on_epoch(epoch, model)`` after each epoch's history row (e.g. to
+            score a test split at set budgets); an exception there fails the run.
 
     Returns:
         A :class:`TrainResult`. History columns: ``epoch`` (from 1), ``train_loss`` and
@@ -275,6 +279,8 @@ def fit(
             for epoch in range(start_epoch, config.epochs + 1):
                 row = _epoch_row(parts, epoch, config, val_data)
                 rows.append(row)
+                if on_epoch is not None:
+                    on_epoch(epoch, model)
                 if config.progress:
                     tqdm.write(_summary(row, config.epochs))
                 if directory is not None:
