@@ -15,7 +15,7 @@ __all__ = ["PROBES", "PROFILE_PROBES", "Cell", "Study", "config_hash"]
 
 PROBES = ("flops", "activations", "grad_cam", "filters")
 """Probes a study runs on its trained models unless it lists others."""
-PROFILE_PROBES = ("flops", "activations", "latency")
+PROFILE_PROBES = ("flops", "activations", "latency", "memory")
 """Probes run on every full-size profiling model."""
 STEM_INITS = ("transfer", "random")
 COMPARISONS = ("baseline", "all_pairs")
