@@ -141,7 +141,7 @@ class Study:
     training: Mapping[str, Any]
     probes: Sequence[str] = PROBES
     profile: Mapping[str, Any] | None = None
-    latency_runs: int = 5
+    latency_runs: int = 10
     stem_width_multiplier: float = 1.0
     quick: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
