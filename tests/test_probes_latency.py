@@ -153,3 +153,29 @@ def test_study_probe_states_the_spread_and_setup() -> None:
     assert metrics["latency_fwd_bwd_p10_ms"] <= metrics["latency_fwd_bwd_p90_ms"]
     assert metrics["latency_setup"].startswith("fp32, contiguous, eager, 4 runs after 2 warm-up")
     assert [row["runs"] for row in output.tables["latency"]] == [4, 4]
+
+
+def test_findings_state_the_spread_and_setup() -> None:
+    import pandas as pd
+
+    from stemlab.probes.contract import StudyView
+
+    summary = pd.DataFrame(
+        {
+            "backbone": ["r2plus1d_18"] * 2,
+            "stem": ["r2d", "basic"],
+            "latency_ms": [5310.1, 4200.0],
+            "latency_p10_ms": [3240.9, 4100.0],
+            "latency_p90_ms": [11561.2, 4400.0],
+            "latency_setup": ["fp32, contiguous, eager, 10 runs after 2 warm-up, 1 threads, cpu"]
+            * 2,
+        }
+    )
+    profile = {"backbone": "r2plus1d_18", "input": [1, 3, 16, 112, 112]}
+    view = StudyView(config={"profile": profile}, cells=pd.DataFrame(), summary=summary,
+                     tables={}, arrays=lambda key: {})  # fmt: skip
+    (line,) = get_probe("latency").findings(view)
+    assert "`r2d` 5310 ms (p10-p90 3241-11561)" in line
+    assert "`basic` 4200 ms (p10-p90 4100-4400)" in line
+    assert "(fp32, contiguous, eager, 10 runs after 2 warm-up, 1 threads, cpu)" in line
+    assert "r2plus1d_18 at 1x3x16x112x112" in line

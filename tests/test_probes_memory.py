@@ -146,3 +146,20 @@ def test_bad_input() -> None:
         saved_tensor_memory(_conv_bn_relu(), [1, 2])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"nn\.Module"):
         training_step_memory(torch.relu, torch.randn(1))  # type: ignore[arg-type]
+
+
+def test_findings_name_the_range_and_the_estimate() -> None:
+    import pandas as pd
+
+    from stemlab.probes.contract import StudyView
+
+    summary = pd.DataFrame(
+        {"backbone": ["b", "b"], "stem": ["r2d", "wide"], "saved_mib": [478.3, 900.0],
+         "stem_saved_mib": [44.0, 180.0], "peak_train_mib": [478.3, 900.0]}
+    )  # fmt: skip
+    cells = pd.DataFrame({"kind": ["profile"] * 2, "peak_train_estimate": [True, True]})
+    view = StudyView(config={}, cells=cells, summary=summary, tables={}, arrays=lambda key: {})
+    (line,) = get_probe("memory").findings(view)
+    assert "478 MiB (`r2d`) to 900 MiB (`wide`)" in line
+    assert "the stem holds 9% to 20% of it" in line
+    assert "an estimate" in line
