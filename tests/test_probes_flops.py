@@ -52,6 +52,14 @@ def test_native_stems_match_torchvision_metadata(
     # Pooling, residual adds and activations are counted too, never dropped.
     assert whole["flops_pool"] > 0 and whole["flops_elementwise"] > 0
     assert (table["unsupported_ops"] == "").all()
+    # The FLOP columns, in FlopCounterMode's convention, halve to the same published figure.
+    assert whole["counter_flops_fwd"] == counter_total
+    assert round(whole["counter_flops_fwd"] / 2 / 1e9, 3) == PUBLISHED[name]["_ops"]
+    # Training: every conv and linear layer computes its input and weight gradients (one forward
+    # each), except the first convolution, whose input needs no gradient.
+    first_conv = table[table["type"] == "Conv3d"].iloc[0]
+    assert whole["counter_flops_fwd_bwd"] == 3 * counter_total - first_conv["counter_flops_fwd"]
+    assert table.attrs["conventions"]["flops"].startswith("multiply-adds")
 
 
 class _Tiny(nn.Module):
@@ -100,7 +108,29 @@ def test_closed_form_counts_per_family_and_module() -> None:
     assert table.loc["fc", "depth"] == 1 and whole["depth"] == 0
     assert list(table.columns) == [
         "type", "depth", "params", "flops", *FAMILY_COLUMNS, "unsupported_ops",
+        "counter_flops_fwd", "counter_flops_fwd_bwd", "counter_uncounted_ops",
     ]  # fmt: skip
+    # FlopCounterMode: 2 flops per multiply-add of the conv and linear layers only; backward:
+    # the conv's weight gradient (its input needs none), the linear layer's weight and input.
+    conv, linear = expected["conv"], expected["linear"]
+    assert whole["counter_flops_fwd"] == 2 * (conv + linear)
+    assert whole["counter_flops_fwd_bwd"] == 2 * (2 * conv + 3 * linear)
+    assert table.loc["fc", "counter_flops_fwd_bwd"] == 6 * linear
+    assert table.loc["bn", "counter_flops_fwd"] == 0
+    # What FlopCounterMode ran without counting is listed, per module and for the model.
+    assert table.loc["bn", "counter_uncounted_ops"] == (
+        "aten::native_batch_norm x1, aten::native_batch_norm_backward x1"
+    )
+    assert (
+        table.loc["relu", "counter_uncounted_ops"] == "aten::relu_ x1, aten::threshold_backward x1"
+    )
+    assert table.loc["conv", "counter_uncounted_ops"] == ""
+    assert "aten::upsample_trilinear3d x1" in whole["counter_uncounted_ops"]
+
+
+def test_counter_off_keeps_the_fvcore_columns() -> None:
+    table = flops_table(_Tiny(), torch.randn(1, 3, 2, 8, 8), counter=False)
+    assert "counter_flops_fwd" not in table and table.iloc[0]["flops"] == 17300
 
 
 class _Cumulative(nn.Module):

@@ -1,4 +1,4 @@
-"""Probes: activation statistics, FLOPs/params, latency, Grad-CAM, first-layer filters, and the
+"""Probes: activation statistics, FLOPs/params, latency, training memory, Grad-CAM, first-layer filters, and the
 filter-channel probes (CKA, channel ablation, usage, redundancy).
 
 Every probe returns tidy pandas tables or tensors. Hooks live only inside a context manager or a
@@ -27,6 +27,7 @@ from stemlab.probes.filters import (
 from stemlab.probes.flops import FLOP_FAMILIES, flop_handles, flops_table
 from stemlab.probes.grad_cam import GRAD_CAM_MODES, attribution_per_frame, grad_cam
 from stemlab.probes.latency import latency
+from stemlab.probes.memory import saved_tensor_memory, stage_memory, training_step_memory
 
 __all__ = [
     "FLOP_FAMILIES",
@@ -55,4 +56,7 @@ __all__ = [
     "latency",
     "linear_cka",
     "record_activations",
+    "saved_tensor_memory",
+    "stage_memory",
+    "training_step_memory",
 ]

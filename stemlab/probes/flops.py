@@ -1,14 +1,23 @@
-"""Per-module FLOPs and parameters from one fvcore trace, with handles for video operators.
+"""Per-module FLOPs and parameters in the field's two conventions, side by side.
+
+Multiply-adds (columns ``flops`` and ``flops_<family>``) come from one fvcore trace, with handles
+for video operators; torchvision's published GFLOPs are in this convention. FLOPs (two per
+multiply-add, columns ``counter_flops_fwd`` and ``counter_flops_fwd_bwd``) come from
+``torch.utils.flop_counter.FlopCounterMode``, for the forward pass and for forward + backward (the
+cost of one training step), run on a copy of the model on the meta device (no arithmetic done).
 
 fvcore counts convolutions, matrix products, normalisation and a few 2-D operators. Video nets
 also run 3-D pooling, residual adds, activations, 3-D upsampling and recurrent layers; fvcore
 leaves those uncounted, so this module registers its own handles for them. Every operator still
 without a handle is listed in the ``unsupported_ops`` column of the table, never dropped silently.
-One fused multiply-add counts as one flop.
+One fused multiply-add counts as one flop in the fvcore columns. FlopCounterMode counts only
+convolutions, matrix products and attention; the operators it ran without counting are listed in
+``counter_uncounted_ops``.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections import Counter
@@ -19,6 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
 from stemlab.probes._modules import check_model, model_device
 from stemlab.probes._plots import new_figure
@@ -51,7 +62,7 @@ with warnings.catch_warnings():
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["FLOP_FAMILIES", "flop_handles", "flops_table"]
+__all__ = ["CONVENTIONS", "FLOP_FAMILIES", "counter_flops", "flop_handles", "flops_table"]
 
 Handle = Callable[[list[Any], list[Any]], Any]
 
@@ -206,6 +217,149 @@ def _format_unsupported(ops: Counter[str]) -> str:
     return ", ".join(f"{op} x{count}" for op, count in sorted(ops.items()))
 
 
+CONVENTIONS: dict[str, str] = {
+    "flops": "multiply-adds (fvcore; one fused multiply-add = one flop; torchvision's GFLOPs)",
+    "counter_flops_fwd": "FLOPs of the forward pass (FlopCounterMode; 2 per multiply-add)",
+    "counter_flops_fwd_bwd": (
+        "FLOPs of forward + backward, gradients of the trainable parameters (FlopCounterMode; "
+        "the cost of one training step)"
+    ),
+}
+"""What each FLOP column of :func:`flops_table` counts (also in the table's ``attrs``)."""
+
+# Operators that move, create or reshape data without arithmetic: not listed as uncounted.
+_NO_ARITHMETIC = frozenset(
+    {
+        "_to_copy",
+        "cat",
+        "clone",
+        "constant_pad_nd",
+        "contiguous",
+        "copy_",
+        "detach",
+        "empty",
+        "empty_like",
+        "empty_strided",
+        "fill_",
+        "full",
+        "full_like",
+        "new_empty",
+        "new_empty_strided",
+        "new_zeros",
+        "ones_like",
+        "scalar_tensor",
+        "stack",
+        "zero_",
+        "zeros",
+        "zeros_like",
+    }
+)
+
+
+class _UncountedOps(TorchDispatchMode):
+    """Records, per module, the arithmetic operators FlopCounterMode has no formula for."""
+
+    def __init__(self, counter: FlopCounterMode, root: str) -> None:
+        super().__init__()
+        self.counter = counter
+        self.root = root
+        self.ops: dict[str, Counter[str]] = {}
+
+    def _module(self, tracked: str) -> str | None:
+        # "Global" holds the whole run; the root module's own entry can miss backward ops
+        if tracked == "Global":
+            return ""
+        prefix = self.root + "."
+        return tracked[len(prefix) :] if tracked.startswith(prefix) else None
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        packet = func.overloadpacket
+        schema = func._schema
+        is_view = any(r.alias_info is not None for r in schema.returns) and not any(
+            r.alias_info is not None and r.alias_info.is_write for r in schema.returns
+        )
+        name = schema.name.split("::")[-1]
+        if packet not in self.counter.flop_registry and not is_view and name not in _NO_ARITHMETIC:
+            for tracked in set(self.counter.mod_tracker.parents):
+                module = self._module(tracked)
+                if module is not None:
+                    self.ops.setdefault(module, Counter())[f"aten::{name}"] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _on_meta(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[nn.Module, tuple]:
+    """A copy of ``model`` and ``inputs`` on the meta device (shapes only, no storage)."""
+    meta = copy.deepcopy(model).to("meta")
+    return meta, tuple(t.to("meta") for t in inputs)
+
+
+def counter_flops(
+    model: nn.Module, inputs: tuple[torch.Tensor, ...], *, backward: bool
+) -> tuple[dict[str, int], dict[str, Counter[str]]]:
+    """FlopCounterMode's FLOPs per module for ``model(*inputs)`` (and the backward pass).
+
+    The model runs in eval mode, on a copy on the meta device where every operator has a meta
+    kernel (else on its own device under ``no_grad`` / with ``torch.autograd.grad``, leaving
+    ``.grad`` and the buffers untouched). The backward pass differentiates the output's sum with respect to the trainable parameters (the input when there are none).
+
+    Args:
+        model: the model.
+        inputs: positional inputs.
+        backward: count forward + backward instead of the forward pass.
+
+    Returns:
+        ``({module: flops}, {module: Counter(uncounted operator -> calls)})``, modules named as in
+        ``named_modules()`` (the model itself ``""``).
+    """
+    try:
+        run_model, run_inputs = _on_meta(model, inputs)
+        return _count(run_model, run_inputs, backward=backward)
+    except (NotImplementedError, RuntimeError):
+        saved = [b.detach().clone() for b in model.buffers()]
+        try:
+            return _count(model, inputs, backward=backward)
+        finally:
+            with torch.no_grad():
+                for buffer, value in zip(model.buffers(), saved):
+                    buffer.copy_(value)
+
+
+def _count(
+    model: nn.Module, inputs: tuple[torch.Tensor, ...], *, backward: bool
+) -> tuple[dict[str, int], dict[str, Counter[str]]]:
+    from stemlab.probes._modules import first_tensor
+
+    was_training = model.training
+    counter = FlopCounterMode(display=False)
+    root = type(model).__name__
+    uncounted = _UncountedOps(counter, root)
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        model.eval()
+        with counter, torch.enable_grad():
+            if backward:
+                sources = params or [t.detach().requires_grad_(True) for t in inputs[:1]]
+                run_inputs = inputs if params else (sources[0], *inputs[1:])
+                with uncounted:
+                    output = first_tensor(model(*run_inputs))
+                if output is None:
+                    raise TypeError("the model output holds no tensor to differentiate")
+                loss = output.float().sum()  # the loss is not the model's: not listed
+                with uncounted:
+                    torch.autograd.grad(loss, sources, allow_unused=True)
+            else:
+                with torch.no_grad(), uncounted:
+                    model(*inputs)
+    finally:
+        model.train(was_training)
+    flops = {}
+    for tracked, counts in counter.get_flop_counts().items():
+        module = uncounted._module(tracked)
+        if module is not None:
+            flops[module] = int(sum(counts.values()))
+    return flops, uncounted.ops
+
+
 _HOOK_DICTS = (
     "_forward_pre_hooks",
     "_forward_pre_hooks_with_kwargs",
@@ -242,11 +396,14 @@ def flops_table(
     x: torch.Tensor | tuple[torch.Tensor, ...],
     *,
     handles: Mapping[str, Handle] | None = None,
+    counter: bool = True,
 ) -> pd.DataFrame:
-    """FLOPs and parameters of every module, from one fvcore trace of ``model(x)``.
+    """Multiply-adds (fvcore) and FLOPs (FlopCounterMode) of every module of ``model(x)``.
 
-    The model is traced in eval mode under ``torch.no_grad()`` (inference FLOPs); its mode is
-    restored afterwards. ``x`` is moved to the model's device; the model is not moved.
+    The model is traced in eval mode under ``torch.no_grad()`` (inference multiply-adds); its
+    mode is restored afterwards. ``x`` is moved to the model's device; the model is not moved.
+    FlopCounterMode runs on a meta-device copy (see :func:`counter_flops`). The table's
+    ``attrs["conventions"]`` is :data:`CONVENTIONS`.
 
     Args:
         model: the model to count.
@@ -254,13 +411,17 @@ def flops_table(
         handles: extra or replacement fvcore handles, ``{"aten::op": handle}``; a handle may
             return a number (counted in the op's own ``flops_<op>`` column) or a
             ``Counter({family: flops})``.
+        counter: also count with FlopCounterMode (forward, and forward + backward).
 
     Returns:
         DataFrame, one row per module in ``named_modules()`` order, the model itself first as
         module ``""``: module, type, depth, params (parameters of the module and its children),
         flops (one FMA = one flop), ``flops_<family>`` for :data:`FLOP_FAMILIES` (plus any family
         the extra handles report), and unsupported_ops (operators run inside the module that no
-        handle counts, as ``"aten::op xN, ..."``; empty when everything was counted).
+        handle counts, as ``"aten::op xN, ..."``; empty when everything was counted); with
+        ``counter``: counter_flops_fwd, counter_flops_fwd_bwd (two flops per multiply-add,
+        convolutions, matrix products and attention only) and counter_uncounted_ops (the
+        arithmetic operators of the forward + backward run FlopCounterMode has no formula for).
 
     Raises:
         TypeError: if ``model`` is not a module or ``x`` is not a tensor or tuple of tensors.
@@ -292,24 +453,32 @@ def flops_table(
         model.train(was_training)
         _remove_new_hooks(model, hooks_before)
 
+    if counter:
+        forward, _ = counter_flops(model, inputs, backward=False)
+        training, uncounted = counter_flops(model, inputs, backward=True)
     families = list(FLOP_FAMILIES)
     for counts in by_module.values():
         families.extend(f for f in counts if f not in families)
     rows = []
     for name, module in model.named_modules():
         counts = by_module.get(name, Counter())
-        rows.append(
-            {
-                "module": name,
-                "type": type(module).__name__,
-                "depth": name.count(".") + 1 if name else 0,
-                "params": sum(p.numel() for p in module.parameters()),
-                "flops": int(sum(counts.values())),
-                **{f"flops_{f}": int(counts.get(f, 0)) for f in families},
-                "unsupported_ops": _format_unsupported(analysis.unsupported_ops(name)),
-            }
-        )
-    return pd.DataFrame(rows)
+        row = {
+            "module": name,
+            "type": type(module).__name__,
+            "depth": name.count(".") + 1 if name else 0,
+            "params": sum(p.numel() for p in module.parameters()),
+            "flops": int(sum(counts.values())),
+            **{f"flops_{f}": int(counts.get(f, 0)) for f in families},
+            "unsupported_ops": _format_unsupported(analysis.unsupported_ops(name)),
+        }
+        if counter:
+            row["counter_flops_fwd"] = forward.get(name, 0)
+            row["counter_flops_fwd_bwd"] = training.get(name, 0)
+            row["counter_uncounted_ops"] = _format_unsupported(uncounted.get(name, Counter()))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table.attrs["conventions"] = dict(CONVENTIONS)
+    return table
 
 
 # Study integration: how this probe runs in a study cell and what it adds to the report.
@@ -333,7 +502,7 @@ def _flops_run(context: CellContext) -> ProbeOutput:
 
     model = context.model
     if context.kind == "trained":
-        table = flops_table(model, context.inputs[:1].to(context.device))
+        table = flops_table(model, context.inputs[:1].to(context.device), counter=False)
         total = float(table.loc[table["module"] == "", "flops"].iloc[0])
         return ProbeOutput(metrics={"train_gflops": total / 1e9})
     table = flops_table(model, context.inputs)
@@ -350,6 +519,9 @@ def _flops_run(context: CellContext) -> ProbeOutput:
         "downstream_gflops": gflops - stem_gflops,
         "first_stage_gflops": float(top.get(stages[0], math.nan)) / 1e9 if stages else None,
         "unsupported_ops": str(total.get("unsupported_ops", "") or ""),
+        "counter_gflops_fwd": float(total["counter_flops_fwd"]) / 1e9,
+        "counter_gflops_fwd_bwd": float(total["counter_flops_fwd_bwd"]) / 1e9,
+        "counter_uncounted_ops": str(total.get("counter_uncounted_ops", "") or ""),
         **_stem_geometry(model),
     }
     return ProbeOutput(metrics=metrics, tables={"flops": table.to_dict(orient="records")})
@@ -406,7 +578,9 @@ def _flops_figures(view: StudyView) -> list[FigureSpec]:
 CONVENTION = (
     "FLOPs are counted by fvcore with one fused multiply-add = one flop: convolutions and linear "
     "layers exactly as torchvision's published GFLOPs; batch norm, activations, pooling and "
-    "residual adds by fvcore-style per-element conventions (a small share of the total)."
+    "residual adds by fvcore-style per-element conventions (a small share of the total). "
+    "`counter_gflops_*` are torch.utils.flop_counter's FLOPs (two per multiply-add, "
+    "convolutions and matrix products only), for the forward pass and for one training step."
 )
 
 
@@ -456,7 +630,10 @@ def _flops_findings(view: StudyView) -> list[str]:
 register_probe(
     StudyProbe(
         name="flops",
-        description="FLOPs and parameters per module (fvcore; one FMA = one flop)",
+        description=(
+            "multiply-adds (fvcore; one FMA = one flop) and FlopCounterMode FLOPs "
+            "(forward, forward+backward) and parameters per module"
+        ),
         run=_flops_run,
         runs_on=frozenset({"trained", "profile"}),
         tables=("flops",),
@@ -468,6 +645,18 @@ register_probe(
             SummaryColumn(
                 "gflops_conv_linear",
                 "GFLOPs of its convolutions and linear layers only (torchvision's convention)",
+                "profile",
+            ),
+            SummaryColumn(
+                "counter_gflops_fwd",
+                "GFLOPs of the profiling model's forward pass in FlopCounterMode's convention "
+                "(2 flops per multiply-add; convolutions, matrix products and attention only)",
+                "profile",
+            ),
+            SummaryColumn(
+                "counter_gflops_fwd_bwd",
+                "GFLOPs of one training step (forward + backward) of the profiling model, "
+                "FlopCounterMode's convention",
                 "profile",
             ),
             SummaryColumn("stem_gflops", "GFLOPs of the stem alone (profiling model)", "profile"),

@@ -360,6 +360,7 @@ def _fit(
     result = record["result"]
     result["epochs"] = records(outcome.history)
     result["train_status"] = outcome.status
+    result["metrics"].update({f"train_{key}": value for key, value in outcome.settings.items()})
     if outcome.status == "diverged":
         raise CellDiverged(f"training diverged: {outcome.error}")
     if outcome.status != "completed":

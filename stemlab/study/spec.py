@@ -15,7 +15,7 @@ __all__ = ["PROBES", "PROFILE_PROBES", "Cell", "Study", "config_hash"]
 
 PROBES = ("flops", "activations", "grad_cam", "filters")
 """Probes a study runs on its trained models unless it lists others."""
-PROFILE_PROBES = ("flops", "activations", "latency")
+PROFILE_PROBES = ("flops", "activations", "latency", "memory")
 """Probes run on every full-size profiling model."""
 STEM_INITS = ("transfer", "random")
 COMPARISONS = ("baseline", "all_pairs")
@@ -141,7 +141,7 @@ class Study:
     training: Mapping[str, Any]
     probes: Sequence[str] = PROBES
     profile: Mapping[str, Any] | None = None
-    latency_runs: int = 5
+    latency_runs: int = 10
     stem_width_multiplier: float = 1.0
     quick: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""

@@ -34,13 +34,16 @@ def to_input(x: torch.Tensor, device: torch.device, channels_last: bool) -> torc
     return x
 
 
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
-    """Mixed precision on ``device`` (bfloat16, or float16 on CUDA without bfloat16) or nothing."""
+def autocast(
+    device: torch.device, enabled: bool, dtype: torch.dtype | None = None
+) -> contextlib.AbstractContextManager[Any]:
+    """Mixed precision on ``device`` in ``dtype`` (default: bfloat16, or float16 on CUDA without
+    bfloat16) or nothing."""
     if not enabled:
         return contextlib.nullcontext()
-    if device.type == "cuda":
+    if dtype is None and device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    else:
+    elif dtype is None:
         dtype = torch.bfloat16
     return torch.autocast(device_type=device.type, dtype=dtype)
 

@@ -12,12 +12,15 @@ from typing import Any
 
 from stemlab._validation import check_choice
 from stemlab.errors import StemlabTypeError
+from stemlab.train.precision import AMP_MODES
 
 __all__ = ["FREEZE_MODES", "TrainConfig"]
 
 # Fields that change how a run is executed or shown but not the numbers it produces; a
 # checkpoint can be resumed under a config that differs only in these.
-EXECUTION_FIELDS = frozenset({"device", "num_workers", "checkpoint_dir", "resume", "progress"})
+EXECUTION_FIELDS = frozenset(
+    {"device", "num_workers", "checkpoint_dir", "resume", "progress", "cudnn_benchmark"}
+)
 FREEZE_MODES = ("none", "backbone")
 """String values of ``TrainConfig.freeze``; a list of module names is the third form."""
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -132,8 +135,12 @@ class TrainConfig:
         drop_last: drop the last incomplete training batch.
         seed: seeds parameter-free randomness: data order, dropout, random clip sampling.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
-        amp: mixed precision; ``"auto"`` enables it on CUDA only.
+        amp: mixed precision: ``"auto"`` (on CUDA only: bf16 where the GPU supports it, else
+            fp16 with a GradScaler), ``"bf16"``, ``"fp16"`` (CUDA only) or ``"off"``; ``True``
+            is mixed precision on any device (bf16 off CUDA), ``False`` is ``"off"``.
         channels_last: channels-last memory format; ``"auto"`` enables it on CUDA only.
+        cudnn_benchmark: ``torch.backends.cudnn.benchmark`` during the run (restored after);
+            ``"auto"`` and ``True`` enable it on CUDA, where alone it has an effect.
         num_workers: DataLoader worker processes.
         checkpoint_dir: folder for ``last.pt`` (written atomically after every epoch) and
             ``previous.pt`` (the epoch before, kept as a fallback). A run that does not resume
@@ -168,6 +175,7 @@ class TrainConfig:
     device: str = "auto"
     amp: str | bool = "auto"
     channels_last: str | bool = "auto"
+    cudnn_benchmark: str | bool = "auto"
     num_workers: int = 0
     checkpoint_dir: str | os.PathLike[str] | None = None
     resume: bool = False
@@ -224,8 +232,10 @@ class TrainConfig:
                 f"device={self.device!r} is not allowed: use 'auto', 'cpu', 'cuda', 'cuda:N' "
                 "or 'mps'"
             )
-        _check_auto_flag("amp", self.amp)
+        if not isinstance(self.amp, bool) and self.amp not in AMP_MODES:
+            check_choice("amp", self.amp, AMP_MODES)
         _check_auto_flag("channels_last", self.channels_last)
+        _check_auto_flag("cudnn_benchmark", self.cudnn_benchmark)
         self.num_workers = _check_int("num_workers", self.num_workers, minimum=0)
         if self.checkpoint_dir is not None:
             if not isinstance(self.checkpoint_dir, (str, os.PathLike)):

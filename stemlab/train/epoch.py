@@ -33,7 +33,7 @@ class TrainingParts:
         optimizer, scheduler, scaler, criterion: the usual.
         freeze: the freeze plan (train/eval mode per module).
         device: where the batches go.
-        use_amp: mixed precision on.
+        use_amp: mixed precision on (in ``amp_dtype``; ``None``: the device's default).
         channels_last: channels-last inputs.
         grad_clip: maximum global gradient norm, or ``None``.
         base_lr: ``config.lr``, to report the scheduled learning rate.
@@ -54,6 +54,7 @@ class TrainingParts:
     grad_clip: float | None
     base_lr: float
     data_seed: int
+    amp_dtype: torch.dtype | None = None
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def train_one_epoch(
             x, y = split_batch(batch)
             x = to_input(x, parts.device, parts.channels_last)
             y = y.to(parts.device, non_blocking=True)
-            with autocast(parts.device, parts.use_amp):
+            with autocast(parts.device, parts.use_amp, parts.amp_dtype):
                 logits = parts.model(x)
             loss = parts.criterion(logits.float(), y)
             loss_value = loss.item()

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from stemlab._validation import check_positive_int
 from stemlab.device import resolve_device
 from stemlab.train.batches import autocast, check_dataset, split_batch, to_input
+from stemlab.train.precision import ExecutionSettings, resolve_amp
 from stemlab.train.state import preserved_model_state
 
 __all__ = ["evaluate"]
@@ -40,7 +41,8 @@ def evaluate(
         data: a dataset of ``(clip, label)`` or ``(clip, label, mask)``.
         batch_size: clips per forward pass.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
-        amp: mixed precision (``"auto"``: on CUDA only).
+        amp: mixed precision: ``"auto"`` (on CUDA only), ``"bf16"``, ``"fp16"`` (CUDA),
+            ``"off"``, or a bool (see :func:`stemlab.train.precision.resolve_amp`).
         num_workers: DataLoader worker processes.
         progress: show a progress bar.
 
@@ -54,7 +56,7 @@ def evaluate(
     check_positive_int("num_workers", num_workers, allow_zero=True)
     check_dataset("data", data)
     resolved = resolve_device(device)
-    use_amp = resolved.type == "cuda" if amp == "auto" else bool(amp)
+    amp_mode = resolve_amp(amp, resolved)
     loader = DataLoader(
         data,
         batch_size=batch_size,
@@ -72,7 +74,7 @@ def evaluate(
         for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
             x, y = split_batch(batch)
             x, y = to_input(x, resolved, False), y.to(resolved, non_blocking=True)
-            with autocast(resolved, use_amp):
+            with autocast(resolved, amp_mode != "off", ExecutionSettings.dtype_of(amp_mode)):
                 logits = model(x)
             logits = logits.float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").double()

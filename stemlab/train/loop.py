@@ -31,6 +31,7 @@ from stemlab.train.evaluate import evaluate
 from stemlab.train.freeze import FALLBACK_HEAD, FreezePlan, plan_freeze
 from stemlab.train.losses import build_loss
 from stemlab.train.optim import build_optimizer
+from stemlab.train.precision import cudnn_benchmark, resolve_execution
 from stemlab.train.resume import ResumePoint, apply_resume_point, find_resume_point
 from stemlab.train.schedule import build_scheduler
 from stemlab.train.state import preserved_model_state, set_parameter_layout
@@ -61,6 +62,8 @@ class TrainResult:
         final: the last history row as a dict (empty if no epoch finished).
         traceback: the formatted traceback of a ``"failed"`` run.
         checkpoint: path of the last checkpoint written (or resumed from), if any.
+        settings: how the run executed (:meth:`ExecutionSettings.to_dict`: device, amp,
+            channels_last, cudnn_benchmark, grad_scaler).
     """
 
     history: pd.DataFrame
@@ -69,6 +72,7 @@ class TrainResult:
     final: dict[str, float] = field(default_factory=dict)
     traceback: str | None = None
     checkpoint: Path | None = None
+    settings: dict[str, object] = field(default_factory=dict)
 
 
 def _summary(row: dict[str, float], epochs: int) -> str:
@@ -118,15 +122,6 @@ def _train_loader(
     return loader, generator
 
 
-def _precision(config: TrainConfig, device: torch.device) -> tuple[bool, bool]:
-    """``(mixed precision, channels-last)``: ``"auto"`` means on CUDA only."""
-    use_amp = device.type == "cuda" if config.amp == "auto" else bool(config.amp)
-    channels_last = (
-        device.type == "cuda" if config.channels_last == "auto" else bool(config.channels_last)
-    )
-    return use_amp, channels_last
-
-
 def _build_parts(
     model: nn.Module,
     train_data: Dataset,
@@ -136,7 +131,7 @@ def _build_parts(
 ) -> TrainingParts:
     """The loader, optimizer, schedule, scaler and loss, for a model already on ``device``
     with its frozen parameters fixed (they are left out of the optimizer)."""
-    use_amp, channels_last = _precision(config, device)
+    settings = resolve_execution(config, device)
     loader, generator = _train_loader(train_data, config, device)
     optimizer = build_optimizer(model, config, head=plan.head)
     scheduler = build_scheduler(
@@ -147,22 +142,22 @@ def _build_parts(
         schedule=config.schedule,
         min_lr=config.min_lr,
     )
-    use_scaler = use_amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
     return TrainingParts(
         model=model,
         loader=loader,
         generator=generator,
         optimizer=optimizer,
         scheduler=scheduler,
-        scaler=torch.amp.GradScaler(device.type, enabled=use_scaler),
+        scaler=torch.amp.GradScaler(device.type, enabled=settings.grad_scaler),
         criterion=build_loss(config),
         freeze=plan,
         device=device,
-        use_amp=use_amp,
-        channels_last=channels_last,
+        use_amp=settings.amp != "off",
+        channels_last=settings.channels_last,
         grad_clip=config.grad_clip,
         base_lr=config.lr,
         data_seed=config.seed,
+        amp_dtype=settings.amp_dtype,
     )
 
 
@@ -207,7 +202,7 @@ def _epoch_row(
             val_data,
             batch_size=config.batch_size,
             device=parts.device,
-            amp=parts.use_amp,
+            amp=resolve_execution(config, parts.device).amp,
             num_workers=config.num_workers,
         )
         row.update(val_loss=metrics["loss"], val_top1=metrics["top1"], val_top5=metrics["top5"])
@@ -250,11 +245,12 @@ def fit(
 
     Raises:
         TypeError, ValueError: invalid arguments (unknown ``freeze`` names, no head), an
-            unavailable device, a checkpoint from another config, or (on resume) unreadable
-            ``last.pt`` and ``previous.pt``.
+            unavailable device, ``amp="fp16"`` off CUDA, a checkpoint from another config, or
+            (on resume) unreadable ``last.pt`` and ``previous.pt``.
     """
     plan = _check_arguments(model, train_data, config, val_data)
     device = resolve_device(config.device)
+    settings = resolve_execution(config, device)
     directory = Path(config.checkpoint_dir) if config.checkpoint_dir is not None else None
     resume: ResumePoint | None = None
     if directory is not None and config.resume:
@@ -264,9 +260,9 @@ def fit(
     rows: list[dict[str, float]] = []
     status, error, trace = "completed", None, None
     written: Path | None = None
-    with preserved_model_state(model):
+    with preserved_model_state(model), cudnn_benchmark(settings.cudnn_benchmark):
         model.to(device)
-        if _precision(config, device)[1]:
+        if settings.channels_last:
             set_parameter_layout(model, channels_last=True)
         plan.freeze_parameters(model)
         parts = _build_parts(model, train_data, config, plan, device)
@@ -299,4 +295,4 @@ def fit(
     history = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
     history["epoch"] = history["epoch"].astype(int)
     final = {key: float(value) for key, value in rows[-1].items()} if rows else {}
-    return TrainResult(history, status, error, final, trace, written)
+    return TrainResult(history, status, error, final, trace, written, settings.to_dict())
