@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from stemlab._modes import preserved_modes
 from stemlab.probes._modules import check_model, model_device
 from stemlab.probes._plots import new_figure
 from stemlab.probes.contract import (
@@ -281,15 +282,13 @@ def flops_table(
         .unsupported_ops_warnings(False)
         .uncalled_modules_warnings(False)
     )
-    was_training = model.training
     hooks_before = _hook_ids(model)
     try:
-        model.eval()
-        with torch.no_grad(), warnings.catch_warnings():
+        with preserved_modes(model), torch.no_grad(), warnings.catch_warnings():
+            model.eval()
             warnings.simplefilter("ignore", FutureWarning)
             by_module = analysis.by_module_and_operator()
     finally:
-        model.train(was_training)
         _remove_new_hooks(model, hooks_before)
 
     families = list(FLOP_FAMILIES)
