@@ -85,3 +85,148 @@ def test_preserved_modes_restores_after_an_exception() -> None:
     # model.train(True) alone would have put the frozen BN back in train mode
     model.train(True)
     assert [m.training for m in model.modules()] != before
+
+
+# --- smaller cases: one-line errors and warnings -------------------------------------------------
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from stemlab import cli
+
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_and_argument_errors_do_not_import_torch() -> None:
+    # The CLI answered --help only after importing torch and torchvision (7.4 s on a quiet machine).
+    script = (
+        "import sys, contextlib, io\n"
+        "import stemlab, stemlab.cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+        "    codes = [stemlab.cli.main(['--help']), stemlab.cli.main(['inspect', 'r3d_18', "
+        "'--num-classes', 'x']), stemlab.cli.main(['bogus'])]\n"
+        "print(codes, 'torch' in sys.modules)\n"
+        "model = stemlab.create_model('resnet18', num_classes=3, widths=(8, 8, 8, 8))\n"
+        "print(type(model).__name__, 'torch' in sys.modules)\n"
+    )
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+        check=True,
+    )
+    assert done.stdout.splitlines() == ["[0, 2, 2] False", "ResNet2d True"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["inspect", "r3d_18", "--num-classes", "1000000000000"],
+            "stemlab: error: inspect: argument --num-classes: expected an integer in [1, 100000], "
+            "got '1000000000000' (see 'stemlab inspect --help')",
+        ),
+        (
+            ["inspect", "r3d_18", "--input", "100000x3x16x112x112"],
+            "stemlab: error: --input '100000x3x16x112x112' holds 60,211,200,000 values; at most "
+            "134,217,728 (512 MiB of float32) are allowed: a small batch is enough, "
+            "e.g. 1x3x16x112x112",
+        ),
+        (
+            ["bogus"],
+            "stemlab: error: argument COMMAND: invalid choice: 'bogus' (choose from 'list', "
+            "'inspect', 'filters', 'channels', 'study', 'report') (see 'stemlab --help')",
+        ),
+        (
+            ["channels", "r3d_18", "--data", "synthetic_motion"],
+            "stemlab: error: channels --data synthetic_motion needs --weights: without them the "
+            "model is untrained (random init, --num-classes 400), so every ablation drop would "
+            "measure noise around chance, not what a stem channel contributes; pass --weights of "
+            "a model trained on this data, or leave out --data for the weight-usage table",
+        ),
+        (
+            ["channels", "r3d_18", "--data", "synthetic_motion", "--weights", "trained.pt"],
+            "stemlab: error: channels --num-classes 400: the data (32 synthetic_motion (motion) "
+            "clips) has 4 classes and the ablation scores the model's predictions against them; "
+            "use --num-classes 4 with --weights of a model trained on these classes",
+        ),
+    ],
+)
+def test_cli_one_line_errors(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, out, err = _cli(capsys, *argv)
+    assert (code, out, err.strip()) == (2, "", message)
+
+
+def test_inspect_out_of_memory_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_memory(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 240844800000 bytes."
+        )
+
+    monkeypatch.setattr(probes, "flops_table", no_memory)
+    code, _, err = _cli(
+        capsys, "inspect", "r3d_18", "--stem", "basic:width=4", "--input", "1x3x4x16x16",
+        "--num-classes", "4", "--device", "cpu",
+    )  # fmt: skip
+    assert code == 2
+    assert err.strip() == (
+        "stemlab: error: inspect --input 1x3x4x16x16: r3d_18's activations at this size do not "
+        "fit in CPU memory; use a smaller batch or clip, e.g. 1x3x16x112x112"
+    )
+
+
+def test_num_classes_has_an_upper_bound() -> None:
+    with pytest.raises(ValueError) as error:
+        stemlab.create_model("resnet18", num_classes=10**12)
+    assert str(error.value) == (
+        "num_classes=1000000000000 is too large: num_classes must be in [1, 100000]"
+    )
+
+
+def test_wrong_rank_under_tracing_names_int_sizes() -> None:
+    # flops_table traces the model, where x.shape holds tensors: "got shape (tensor(1), ...)"
+    model = stemlab.create_model("r3d_18", num_classes=4, stem="basic:width=4")
+    with pytest.raises(ValueError) as error:
+        probes.flops_table(model, torch.randn(1, 3, 32, 32))
+    assert "got shape (1, 3, 32, 32); for a single clip add the batch dimension" in str(error.value)
+
+
+def test_all_nan_checkpoint_loads_with_a_warning(tmp_path: object) -> None:
+    from pathlib import Path
+
+    model = stemlab.create_model("resnet18", num_classes=3, widths=(8, 8, 8, 8))
+    state = {
+        k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+        for k, v in model.state_dict().items()
+    }
+    floating = sum(v.is_floating_point() and v.numel() > 0 for v in state.values())
+    path = Path(str(tmp_path)) / "diverged.pt"
+    torch.save(state, path)
+    with pytest.warns(UserWarning) as caught:
+        stemlab.load_weights(model, path)
+    messages = [str(w.message) for w in caught if "floating-point tensors" in str(w.message)]
+    assert messages == [
+        f"{path}: {floating} of {floating} floating-point tensors hold all NaN ('stem.0.weight', "
+        f"'stem.1.weight', 'stem.1.bias' and {floating - 3} more); a model with these weights "
+        "outputs NaN (was the checkpoint saved after training diverged?)"
+    ]
+    finite = stemlab.create_model("resnet18", num_classes=3, widths=(8, 8, 8, 8))
+    torch.save(finite.state_dict(), path)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stemlab.load_weights(model, path)
