@@ -22,7 +22,9 @@ class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are :class:`CLIError` (one line) instead of exits."""
 
     def error(self, message: str) -> NoReturn:
-        raise CLIError(f"{self.prog}: {message} (see '{self.prog} --help')")
+        # main() prints "stemlab: error: ", so only the subcommand is named here
+        where = self.prog.removeprefix("stemlab").strip()
+        raise CLIError(f"{where + ': ' if where else ''}{message} (see '{self.prog} --help')")
 
 
 def positive_int(text: str) -> int:

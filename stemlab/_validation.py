@@ -11,6 +11,7 @@ from stemlab.errors import StemlabTypeError
 
 __all__ = [
     "MAX_CHANNELS",
+    "MAX_CLASSES",
     "check_call_kwargs",
     "check_choice",
     "check_int_tuple",
@@ -22,6 +23,10 @@ __all__ = [
 MAX_CHANNELS = 8192
 """Largest channel count (stem width, stage width, hidden size) a model may ask for: far above any
 real stem, far below a size whose weights cannot be allocated."""
+
+MAX_CLASSES = 100_000
+"""Largest classifier a model may ask for (ImageNet-21k has 21,841 classes); larger sizes are a
+typo that would end in an allocator error."""
 
 _CHANNEL_ARGUMENTS = frozenset(
     {

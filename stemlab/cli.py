@@ -24,20 +24,24 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
-
-import numpy as np
-import pandas as pd
-import torch
+from typing import TYPE_CHECKING, Any, TextIO
 
 from stemlab._cli_common import CLIError, Parser
 from stemlab.cli_study import add_report_parser, add_study_parser
-from stemlab.device import resolve_device
 from stemlab.errors import StemlabError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+# numpy, pandas and torch are imported inside the handlers that need them, so that ``--help``,
+# ``list`` and argument errors do not wait for torch.
 
 __all__ = ["USER_ERRORS", "CLIError", "build_parser", "main", "parse_shape"]
 
 _FORMATS = ("table", "csv", "json", "markdown")
+MAX_INPUT_VALUES = 2**27
+"""Largest ``--input`` (N*C*T*H*W values: 512 MiB of float32); beyond it the allocator fails."""
 _DEFAULT_INPUT = {"video": "1x3x16x112x112", "image": "1x3x224x224"}
 _LAYOUT = {"video": "N x C x T x H x W", "image": "N x C x H x W"}
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -64,7 +68,38 @@ def parse_shape(text: str) -> tuple[int, ...]:
             f"--input {text!r}: expected N x C x [T x] H x W positive integers, "
             "e.g. 1x3x16x112x112 (video) or 1x3x224x224 (image)"
         )
-    return tuple(int(p) for p in parts)
+    shape = tuple(int(p) for p in parts)
+    values = math.prod(shape)
+    if values > MAX_INPUT_VALUES:
+        raise CLIError(
+            f"--input {text!r} holds {values:,} values; at most {MAX_INPUT_VALUES:,} (512 MiB of "
+            "float32) are allowed: a small batch is enough, e.g. 1x3x16x112x112"
+        )
+    return shape
+
+
+def _num_classes(text: str) -> int:
+    """argparse type of ``--num-classes``: an int in ``[1, MAX_CLASSES]``."""
+    from stemlab._validation import MAX_CLASSES
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_CLASSES:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer in [1, {MAX_CLASSES}], got {text!r}"
+        ) from None
+    return value
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocator failure (CPU or CUDA)."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError)
+        and ("can't allocate memory" in text or "out of memory" in text.lower())
+    )
 
 
 def _check_input_shape(backbone: str, kind: str, text: str, shape: tuple[int, ...]) -> None:
@@ -99,6 +134,8 @@ def _build_model(args: argparse.Namespace) -> torch.nn.Module:
 
 
 def _format_number(value: Any) -> str:
+    import numpy as np
+
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value))
     if isinstance(value, numbers.Integral):
@@ -109,6 +146,8 @@ def _format_number(value: Any) -> str:
 
 
 def _markdown(frame: pd.DataFrame) -> str:
+    import pandas as pd
+
     cells = [[_format_number(v) for v in row] for row in frame.itertuples(index=False)]
     numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
     lines = [
@@ -120,6 +159,8 @@ def _markdown(frame: pd.DataFrame) -> str:
 
 
 def _render(frame: pd.DataFrame, fmt: str, totals: dict[str, Any] | None = None) -> str:
+    import pandas as pd
+
     if fmt == "csv":
         return frame.to_csv(index=False).rstrip("\n")
     if fmt == "json":
@@ -133,6 +174,8 @@ def _render(frame: pd.DataFrame, fmt: str, totals: dict[str, Any] | None = None)
 
 
 def _run_list(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from stemlab.backbones import BACKBONES
     from stemlab.stems import STEMS
 
@@ -165,8 +208,11 @@ def _shape_text(shape: Any) -> str:
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
+    import torch
+
     from stemlab import probes
     from stemlab.backbones import BACKBONES
+    from stemlab.device import resolve_device
 
     kind = BACKBONES.entry(args.backbone).kind
     text = args.input or _DEFAULT_INPUT[kind]
@@ -179,15 +225,23 @@ def _run_inspect(args: argparse.Namespace) -> int:
             f"inspect --input {text} has C={shape[1]}; {args.backbone} with stem "
             f"{args.stem or 'native'} takes C={model.stem.in_channels} (the second number)"
         )
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
-    flops = probes.flops_table(model, x)
-    with (
-        torch.no_grad(),
-        probes.record_activations(
-            model, lambda name, module: bool(name), stats=args.stats
-        ) as recorder,
-    ):
-        output = model(x)
+    try:
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
+        flops = probes.flops_table(model, x)
+        with (
+            torch.no_grad(),
+            probes.record_activations(
+                model, lambda name, module: bool(name), stats=args.stats
+            ) as recorder,
+        ):
+            output = model(x)
+    except (RuntimeError, MemoryError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        raise CLIError(
+            f"inspect --input {text}: {args.backbone}'s activations at this size do not fit in "
+            f"{device.type.upper()} memory; use a smaller batch or clip, e.g. {_DEFAULT_INPUT[kind]}"
+        ) from None
     recorded = recorder.table().drop_duplicates("module").set_index("module")
     rows = flops[flops["module"] != ""][["module", "type", "params", "flops"]].copy()
     rows.insert(2, "output_shape", [_shape_text(recorded["shape"].get(m)) for m in rows["module"]])
@@ -241,7 +295,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("backbone", help="registered backbone (see 'stemlab list')")
     parser.add_argument("--stem", default=None, help="stem name or spec, e.g. 'wide:width=96'")
     parser.add_argument("--weights", default=None, metavar="PATH", help="checkpoint to load")
-    parser.add_argument("--num-classes", type=int, default=400, help="classifier size")
+    parser.add_argument(
+        "--num-classes", type=_num_classes, default=400, help="classifier size (1 to 100000)"
+    )
 
 
 def _add_list_parser(subparsers: Any) -> None:
@@ -284,11 +340,11 @@ _CHANNELS_INPUT = {"video": "8x3x8x32x32", "image": "8x3x32x32"}
 
 
 def _channel_batches(args: argparse.Namespace, kind: str) -> tuple[Any, str]:
-    """Labelled batches for ``channels --data`` and a description of them."""
-    from torch.utils.data import DataLoader, Subset
+    """Labelled batches for ``channels --data`` and a description of them.
 
-    from stemlab.data import SyntheticMotion, VideoFolder
-
+    Refuses (CLIError) an untrained model (no ``--weights``) and a classifier whose
+    ``--num-classes`` is not the data's: either way the ablation would score noise.
+    """
     text = args.input or _CHANNELS_INPUT[kind]
     shape = parse_shape(text)
     if len(shape) != (5 if kind == "video" else 4) or shape[1] != 3:
@@ -296,6 +352,23 @@ def _channel_batches(args: argparse.Namespace, kind: str) -> tuple[Any, str]:
             f"channels --input {text}: {args.backbone} takes {_LAYOUT[kind]} batches of RGB "
             f"clips, e.g. {_CHANNELS_INPUT[kind]}"
         )
+    root = Path(args.data)
+    if args.data != "synthetic_motion" and not root.is_dir():
+        raise CLIError(
+            f"--data {args.data}: expected 'synthetic_motion' or a folder with one "
+            "sub-folder of videos per class"
+        )
+    if args.weights is None:
+        raise CLIError(
+            f"channels --data {args.data} needs --weights: without them the model is untrained "
+            f"(random init, --num-classes {args.num_classes}), so every ablation drop would "
+            "measure noise around chance, not what a stem channel contributes; pass --weights "
+            "of a model trained on this data, or leave out --data for the weight-usage table"
+        )
+    from torch.utils.data import DataLoader, Subset
+
+    from stemlab.data import SyntheticMotion, VideoFolder
+
     batch, frames, size = shape[0], (shape[2] if kind == "video" else 1), shape[-2:]
     if args.data == "synthetic_motion":
         # a single frame shows no motion, so image backbones get the appearance task
@@ -304,16 +377,18 @@ def _channel_batches(args: argparse.Namespace, kind: str) -> tuple[Any, str]:
             args.samples, task=task, clip_len=frames, size=size, seed=args.seed
         )
         source = f"{args.samples} synthetic_motion ({task}) clips"
+        classes = len(dataset.classes)
     else:
-        root = Path(args.data)
-        if not root.is_dir():
-            raise CLIError(
-                f"--data {args.data}: expected 'synthetic_motion' or a folder with one "
-                "sub-folder of videos per class"
-            )
         folder = VideoFolder(root, clip_len=frames, size=size, seed=args.seed, progress=False)
         dataset = Subset(folder, range(min(args.samples, len(folder))))
         source = f"{len(dataset)} clips of {root}"
+        classes = len(folder.classes)
+    if classes != args.num_classes:
+        raise CLIError(
+            f"channels --num-classes {args.num_classes}: the data ({source}) has {classes} "
+            f"classes and the ablation scores the model's predictions against them; use "
+            f"--num-classes {classes} with --weights of a model trained on these classes"
+        )
     loader = DataLoader(dataset, batch_size=batch, shuffle=False)
     if kind == "video":
         return loader, source
@@ -322,15 +397,17 @@ def _channel_batches(args: argparse.Namespace, kind: str) -> tuple[Any, str]:
 
 def _run_channels(args: argparse.Namespace) -> int:
     from stemlab.backbones import BACKBONES
+    from stemlab.device import resolve_device
     from stemlab.probes.channel_ablation import channel_ablation
     from stemlab.probes.channel_usage import channel_usage
 
     kind = BACKBONES.entry(args.backbone).kind
     device = resolve_device(args.device)
+    data = _channel_batches(args, kind) if args.data is not None else None
     model = _build_model(args).to(device)
     if args.weights is None:
         warnings.warn(
-            "no --weights given: usage and ablation describe an untrained model (random init)",
+            "no --weights given: the usage table describes an untrained model (random init)",
             stacklevel=1,
         )
     usage = channel_usage(model)
@@ -342,8 +419,8 @@ def _run_channels(args: argparse.Namespace) -> int:
         else f"{stage} gives every stem channel zero weight"
     ]
     table = usage
-    if args.data is not None:
-        batches, source = _channel_batches(args, kind)
+    if data is not None:
+        batches, source = data
         ablation = channel_ablation(model, batches, layer="stem", metric=args.metric)
         table = usage.merge(ablation[["channel", "ablated", "drop"]], on="channel")
         top = ablation.loc[ablation["drop"].idxmax()]
@@ -370,7 +447,8 @@ def _add_channels_parser(subparsers: Any) -> None:
         "--data",
         default=None,
         metavar="synthetic_motion|FOLDER",
-        help="also zero each stem channel and measure the metric on this data",
+        help="also zero each stem channel and measure the metric on this data (needs "
+        "--weights of a model trained on it, with its --num-classes)",
     )
     parser.add_argument("--samples", type=positive_int, default=32, help="clips to evaluate")
     parser.add_argument(

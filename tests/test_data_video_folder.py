@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -10,7 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from stemlab.data import VideoFolder, prepare_hmdb51, prepare_ucf101, probe_video, read_frames
+from stemlab.data import (
+    DecodeError,
+    VideoFolder,
+    prepare_hmdb51,
+    prepare_ucf101,
+    probe_video,
+    read_frames,
+)
 
 # Frame k of every test video is flat gray with level 10 + 12 (k % 16) on its left half and
 # 10 + 12 (k // 16) on its right half, so decoded clips reveal which frames were sampled.
@@ -331,3 +339,123 @@ def test_prepare_hmdb51_split_lists(tmp_path: Path) -> None:
         prepare_hmdb51(tmp_path / "hmdb51" / "brush_hair", root)
     with pytest.raises(FileNotFoundError, match="split_dir"):
         prepare_hmdb51(tmp_path / "nope", root)
+
+
+# Issue 17: splits that overlap, repeat or hold spaces; a video two classes claim; a resolution
+# change mid-stream.
+
+
+def _split_pair(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    for cls in ("jump", "run"):
+        for name in ("a", "b"):
+            write_video(root / cls / f"{cls}_{name}.mp4", 4, size=(16, 16))
+    return root
+
+
+def test_validation_split_overlapping_the_training_split_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stemlab.data import check_disjoint_splits
+
+    root = _split_pair(tmp_path)
+    (root / "train.txt").write_text("jump/jump_a.mp4 1\nrun/run_a.mp4 2\n")
+    (root / "val.txt").write_text("jump/jump_b.mp4\nrun/run_b.mp4\n")
+    (root / "leaky.txt").write_text("jump/jump_b.mp4\nrun_a.mp4\n")  # run_a by bare name
+    monkeypatch.chdir(root)
+    opts = {"clip_len": 2, "size": 8, **plain()}
+    train = VideoFolder(root, split_file="train.txt", **opts)
+    check_disjoint_splits(train, VideoFolder(root, split_file="val.txt", **opts))  # disjoint
+    same = VideoFolder(root, split_file="./train.txt", **opts)  # the same file, spelled apart
+    with pytest.raises(ValueError) as same_error:
+        check_disjoint_splits(train, same)
+    assert str(same_error.value) == (
+        "val_split='train.txt' shares 2 of its 2 videos with train_split='train.txt' "
+        "('jump/jump_a.mp4', 'run/run_a.mp4'): the validation split must not hold training videos"
+    )
+    with pytest.raises(ValueError, match=r"shares 1 of its 2 videos .*\('run/run_a.mp4'\)"):
+        check_disjoint_splits(train, VideoFolder(root, split_file="leaky.txt", **opts))
+
+
+def test_repeated_split_lines_are_kept_once_with_a_warning(tmp_path: Path) -> None:
+    root = _split_pair(tmp_path)
+    split = tmp_path / "train.txt"
+    split.write_text("jump/jump_a.mp4 1\nrun/run_a.mp4 2\n./jump/jump_a.mp4 1\njump_a.mp4\n")
+    with pytest.warns(UserWarning) as caught:
+        ds = VideoFolder(root, clip_len=2, size=8, split_file=split, **plain())
+    messages = [str(w.message) for w in caught]
+    assert messages == [
+        f"split_file={str(split)!r} lists 2 video(s) again ('jump/jump_a.mp4', 'jump_a.mp4'); "
+        "each video is kept once"
+    ]
+    assert [(Path(p).name, y) for p, y in ds.samples] == [("jump_a.mp4", 0), ("run_a.mp4", 1)]
+
+
+def test_split_lines_with_spaces_in_names(tmp_path: Path) -> None:
+    write_video(tmp_path / "high jump" / "my clip 1.mp4", 4, size=(16, 16))
+    write_video(tmp_path / "high jump" / "take 2.mp4", 4, size=(16, 16))
+    write_video(tmp_path / "run" / "r.mp4", 4, size=(16, 16))
+    split = tmp_path / "list.txt"
+    # a path with spaces and a label; a bare name with spaces ending in a digit-like word; tabs
+    split.write_text("high jump/my clip 1.mp4 1\ntake 2.mp4\nrun/r.mp4\t2\n")
+    ds = VideoFolder(tmp_path, clip_len=2, size=8, split_file=split, **plain())
+    assert ds.skipped == []
+    assert [(Path(p).name, y) for p, y in ds.samples] == [
+        ("my clip 1.mp4", 0),
+        ("take 2.mp4", 0),
+        ("r.mp4", 1),
+    ]
+    assert ds.classes == ["high jump", "run"]
+
+
+def test_a_video_claimed_by_two_classes_is_refused(tmp_path: Path) -> None:
+    root = _split_pair(tmp_path)
+    (root / "everything").symlink_to(root, target_is_directory=True)
+    with pytest.raises(ValueError) as error:
+        VideoFolder(root, clip_len=2, size=8, **plain())
+    message = str(error.value)
+    real = str((root / "jump" / "jump_a.mp4").resolve())
+    assert message.startswith(f"root={str(root)!r}: the video {real!r} is claimed by class ")
+    assert "'everything'" in message and "'jump'" in message
+    assert message.endswith("(is a class folder a link to the root or to another class?)")
+
+
+def _transport_stream(path: Path, size: tuple[int, int], first: int, count: int) -> bytes:
+    """H.264 frames ``first..first+count-1`` in an MPEG transport stream, timestamps = frame no."""
+    with av.open(str(path), mode="w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.height, stream.width = size
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 25)
+        for k in range(first, first + count):
+            frame = av.VideoFrame.from_ndarray(encode(k, size), format="rgb24")
+            frame.pts, frame.time_base = k, Fraction(1, 25)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path.read_bytes()
+
+
+def test_video_whose_resolution_changes_mid_stream_is_skipped_by_name(tmp_path: Path) -> None:
+    # Two transport streams of different sizes back to back (timestamps continue): a decoder
+    # sees 48x64 frames, then 32x48 frames, in one file (ffmpeg reads it whatever its suffix).
+    (tmp_path / "parts").mkdir()
+    head = _transport_stream(tmp_path / "parts" / "a.ts", (48, 64), 0, 10)
+    tail = _transport_stream(tmp_path / "parts" / "b.ts", (32, 48), 10, 10)
+    (tmp_path / "data" / "jump").mkdir(parents=True)
+    changing = tmp_path / "data" / "jump" / "changing.mpg"
+    changing.write_bytes(head + tail)
+    write_video(tmp_path / "data" / "jump" / "steady.mp4", 8, size=(48, 64))
+    ds = VideoFolder(tmp_path / "data", clip_len=4, size=16, frame_stride=5, **plain())
+    assert [Path(p).name for p, _ in ds.samples] == ["changing.mpg", "steady.mp4"]
+    with pytest.warns(UserWarning, match=r"cannot decode .*changing\.mpg.*frame size changes"):
+        clip, label = ds[0]
+    assert tuple(clip.shape) == (3, 4, 16, 16) and label == 0
+    assert [Path(p).name for p, _ in ds.skipped] == ["changing.mpg"]
+    reason = ds.skipped[0][1]
+    assert reason.startswith("the frame size changes mid-stream (48x64 at frame ")
+    assert "32x48 at frame " in reason
+    with pytest.raises(DecodeError, match="frame size changes mid-stream"):
+        read_frames(changing, [0, 15])
+    assert read_frames(changing, [0, 5]).shape == (2, 48, 64, 3)

@@ -357,8 +357,68 @@ def test_nan_loss_stops_cleanly() -> None:
 
     result = fit(Explodes(), Blobs(32), config=quiet(epochs=3))
     assert result.status == "diverged"
-    assert "non-finite" in result.error and "epoch 2, step 2" in result.error
+    assert result.error == "epoch 2, step 2: train_loss is nan"
     assert result.history["epoch"].tolist() == [1]
+
+
+def test_sgd_huge_lr_is_diverged_in_its_epoch_not_a_result() -> None:
+    # Issue 17: lr=1e6 used to finish "completed" with val_loss NaN in the last epoch's row.
+    for epochs in (1, 3):
+        result = fit(
+            TinyNet(),
+            Blobs(32),
+            config=quiet(epochs=epochs, lr=1e6, optimizer="sgd"),
+            val_data=Blobs(16, seed=1),
+        )
+        assert result.status == "diverged"
+        assert result.error == "epoch 1: val_loss is nan"
+        assert result.history.empty and result.final == {}
+
+
+def test_lr_beyond_float32_is_diverged_not_an_overflow_failure() -> None:
+    result = fit(
+        TinyNet(), Blobs(32), config=quiet(epochs=1, lr=1e38, warmup_epochs=0.0), val_data=Blobs(8)
+    )
+    assert result.status == "diverged"
+    assert result.error == "epoch 1, step 1: the optimizer step overflowed float32 (lr=1e+38)"
+    assert result.traceback is None
+
+
+def test_non_finite_weight_after_a_step_is_diverged_with_its_name() -> None:
+    class InfGrad(TinyNet):
+        """The loss stays finite; at the third step the bias gradient is infinite."""
+
+        calls = 0
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc.bias.register_hook(
+                lambda g: torch.full_like(g, math.inf) if self.calls == 3 else g
+            )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            return super().forward(x)
+
+    result = fit(InfGrad(), Blobs(32), config=quiet(epochs=2, lr=10.0, optimizer="sgd"))
+    assert result.status == "diverged"
+    assert result.error is not None
+    assert result.error == "epoch 1, step 3: weight fc.bias is -inf after the step"
+    assert result.history.empty
+
+
+def test_non_finite_validation_metric_is_diverged() -> None:
+    class NanInEval(TinyNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = super().forward(x)
+            return out if self.training else out * math.nan
+
+    result = fit(NanInEval(), Blobs(32), config=quiet(epochs=2), val_data=Blobs(8, seed=3))
+    assert result.status == "diverged"
+    assert result.error == "epoch 1: val_loss is nan"
+    assert result.history.empty
+    # without validation the same model trains: NaN val columns alone are not divergence
+    assert fit(NanInEval(), Blobs(32), config=quiet(epochs=2)).status == "completed"
 
 
 def test_exception_is_recorded_not_raised() -> None:

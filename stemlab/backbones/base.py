@@ -60,11 +60,11 @@ class Backbone(nn.Module):
                 hint = "; for a single clip add the batch dimension with x.unsqueeze(0)"
             raise ValueError(
                 f"{type(self).__name__} expects a {self.input_rank}-D {layout} with "
-                f"C={self.in_channels}, got shape {tuple(x.shape)}{hint}"
+                f"C={self.in_channels}, got shape {_shape(x)}{hint}"
             )
         if x.shape[0] == 0:
             raise ValueError(
-                f"{type(self).__name__} got an empty batch (N=0), shape {tuple(x.shape)}; "
+                f"{type(self).__name__} got an empty batch (N=0), shape {_shape(x)}; "
                 "pass at least one sample"
             )
         if x.shape[1] != self.in_channels:
@@ -73,8 +73,13 @@ class Backbone(nn.Module):
                 hint = "; the clip looks like (N, T, C, H, W): use x.transpose(1, 2)"
             raise ValueError(
                 f"{type(self).__name__} expects a {layout} with C={self.in_channels} channels "
-                f"in dim 1, got shape {tuple(x.shape)}{hint}"
+                f"in dim 1, got shape {_shape(x)}{hint}"
             )
+
+
+def _shape(x: torch.Tensor) -> tuple[int, ...]:
+    """``x.shape`` as plain ints (under a jit trace its entries are tensors)."""
+    return tuple(int(size) for size in x.shape)
 
 
 def stage_widths(

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from stemlab._validation import check_call_kwargs, check_positive_int
+from stemlab._validation import MAX_CLASSES, check_call_kwargs, check_positive_int
 from stemlab.backbones.registry import BACKBONES
 from stemlab.spec import format_stem_spec, parse_stem_spec
 from stemlab.stems.base import FrameWise, check_stem, stem_kind
@@ -81,6 +81,10 @@ def build_backbone(
     """
     entry = BACKBONES.entry(backbone)
     check_positive_int("num_classes", num_classes)
+    if num_classes > MAX_CLASSES:
+        raise ValueError(
+            f"num_classes={num_classes} is too large: num_classes must be in [1, {MAX_CLASSES}]"
+        )
     check_call_kwargs(
         f"backbone {backbone!r}", entry.factory, backbone_kwargs, reserved=("stem", "num_classes")
     )

@@ -8,6 +8,7 @@ from stemlab.data.video_folder import (
     VIDEO_EXTENSIONS,
     UCF101Layout,
     VideoFolder,
+    check_disjoint_splits,
     prepare_hmdb51,
     prepare_ucf101,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "UCF101Layout",
     "VideoFolder",
     "VideoInfo",
+    "check_disjoint_splits",
     "prepare_hmdb51",
     "prepare_ucf101",
     "probe_video",

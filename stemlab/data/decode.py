@@ -115,7 +115,8 @@ def read_frames(
         last frame, so a slightly high frame-count estimate still gives a full clip.
 
     Raises:
-        DecodeError: if the file cannot be opened or yields no frame.
+        DecodeError: if the file cannot be opened, yields no frame, or its frame size changes
+            between the requested frames.
     """
     if not len(indices):
         raise ValueError("indices must not be empty")
@@ -129,6 +130,16 @@ def read_frames(
     if not got:
         raise DecodeError("no decodable video frame at the requested indices")
     available = sorted(got)
+    sizes = {got[k].shape[:2]: k for k in reversed(available)}
+    if len(sizes) > 1:
+        (first_size, first_at), (other_size, other_at) = sorted(sizes.items(), key=lambda i: i[1])[
+            :2
+        ]
+        raise DecodeError(
+            f"the frame size changes mid-stream ({first_size[0]}x{first_size[1]} at frame "
+            f"{first_at}, {other_size[0]}x{other_size[1]} at frame {other_at}); such videos are "
+            "skipped, re-encode it at one size to use it"
+        )
     frames = []
     for index in indices:
         position = max(bisect.bisect_right(available, int(index)) - 1, 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import shutil
 import warnings
@@ -25,6 +26,7 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "UCF101Layout",
     "VideoFolder",
+    "check_disjoint_splits",
     "prepare_hmdb51",
     "prepare_ucf101",
 ]
@@ -37,14 +39,32 @@ KINETICS_STD = (0.22803, 0.22145, 0.216989)
 _UCF101_NAME = re.compile(r"^v_(?P<cls>[A-Za-z0-9]+)_g(?P<group>\d+)_c(?P<clip>\d+)\.avi$")
 
 
+_SPLIT_LABEL = re.compile(r"^(?P<entry>.*\S)\s+-?\d+$")
+
+
+def _split_line_entries(line: str) -> list[str]:
+    """Spellings of one split line's video, as normalised posix paths, most literal first.
+
+    The whole line (a file name may hold spaces) and, when it ends in a whitespace-separated
+    integer (UCF101's class label), the line without it. An empty line has none.
+    """
+    text = line.strip().replace("\\", "/")
+    if not text:
+        return []
+    spellings = [text]
+    labelled = _SPLIT_LABEL.match(text)
+    if labelled:
+        spellings.append(labelled["entry"])
+    return [posixpath.normpath(entry) for entry in spellings]
+
+
 def _read_split_file(split_file: Path) -> list[str]:
-    """Entries of a split file: the first field of every non-empty line, as posix paths."""
-    entries = []
-    for line in split_file.read_text().splitlines():
-        fields = line.split()
-        if fields:
-            entries.append(fields[0].replace("\\", "/"))
-    return entries
+    """Entries of a split file: every non-empty line without its trailing label, as posix paths."""
+    return [
+        spellings[-1]
+        for spellings in map(_split_line_entries, split_file.read_text().splitlines())
+        if spellings
+    ]
 
 
 class VideoFolder(Dataset):
@@ -72,8 +92,10 @@ class VideoFolder(Dataset):
             evaluation); ``"random"`` takes a random window and crop, drawn from
             ``(seed, index, epoch)`` (see :meth:`set_epoch`).
         split_file: keep only the videos listed in this file, one per line as a path relative to
-            ``root`` (UCF101 ``trainlist01.txt`` style, a trailing label is ignored) or a bare
-            file name (HMDB51 style). Listed files that do not exist go to ``.skipped``.
+            ``root`` (UCF101 ``trainlist01.txt`` style, a trailing integer label is ignored) or a
+            bare file name (HMDB51 style); names may hold spaces. Listed files that do not exist
+            go to ``.skipped``; a video listed twice (however spelled) is kept once, with a
+            warning.
         transform: called on the final normalised clip ``[3, T, H, W]``.
         mean: per-channel mean subtracted from frames in [0, 1].
         std: per-channel standard deviation frames are divided by.
@@ -82,9 +104,20 @@ class VideoFolder(Dataset):
             discovers unreadable files only while decoding).
         progress: show a progress bar while probing.
 
+    A video whose frame size changes mid-stream is skipped when a clip of it is decoded (its
+    name and both sizes are in the warning and in ``.skipped``); it is not resized.
+
+    Attributes:
+        classes: the class names, label ``i`` is ``classes[i]`` (store them with results: a
+            renamed folder would relabel the videos).
+        samples: ``(path, label)`` of every kept video.
+        split_file: the split file given, or ``None``.
+
     Raises:
         FileNotFoundError: if ``root`` (or ``split_file``) does not exist.
-        ValueError, TypeError: on invalid arguments.
+        ValueError: if one video (the same file, resolved) is claimed by two class folders,
+            e.g. a class folder linked to the root.
+        TypeError, ValueError: on invalid arguments.
     """
 
     def __init__(
@@ -127,7 +160,9 @@ class VideoFolder(Dataset):
         )
         self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
         self.skipped: list[tuple[str, str]] = []
+        self.split_file = Path(split_file) if split_file is not None else None
         candidates = self._find_files()
+        self._check_one_class_per_video(candidates)
         with_videos = {y for p, y in candidates if p.lower().endswith(VIDEO_EXTENSIONS)}
         if split_file is not None:
             candidates = self._apply_split(candidates, Path(split_file))
@@ -196,6 +231,21 @@ class VideoFolder(Dataset):
                         found.append((os.path.join(directory, file_name), self.class_to_idx[name]))
         return found
 
+    def _check_one_class_per_video(self, candidates: list[tuple[str, int]]) -> None:
+        claimed: dict[str, tuple[str, int]] = {}
+        for path, label in candidates:
+            if not path.lower().endswith(VIDEO_EXTENSIONS):
+                continue
+            real = os.path.realpath(path)
+            first = claimed.setdefault(real, (path, label))
+            if first[1] != label:
+                raise ValueError(
+                    f"root={os.fspath(self.root)!r}: the video {real!r} is claimed by class "
+                    f"{self.classes[first[1]]!r} (as {first[0]!r}) and class "
+                    f"{self.classes[label]!r} (as {path!r}); a video must belong to one class "
+                    "folder (is a class folder a link to the root or to another class?)"
+                )
+
     def _keep_videos(self, candidates: list[tuple[str, int]]) -> list[tuple[str, int]]:
         kept = []
         for path, label in candidates:
@@ -213,14 +263,36 @@ class VideoFolder(Dataset):
             raise FileNotFoundError(f"split_file={os.fspath(split_file)!r} does not exist")
         by_relative = {Path(p).relative_to(self.root).as_posix(): (p, y) for p, y in candidates}
         by_name = {Path(p).name: (p, y) for p, y in candidates}
-        kept = []
-        for entry in _read_split_file(split_file):
-            match = by_relative.get(entry) if "/" in entry else by_name.get(entry)
+        kept: list[tuple[str, int]] = []
+        listed: set[str] = set()
+        repeated: list[str] = []
+        for line in split_file.read_text().splitlines():
+            spellings = _split_line_entries(line)
+            if not spellings:
+                continue
+            match = None
+            for entry in spellings:
+                match = by_relative.get(entry) if "/" in entry else by_name.get(entry)
+                if match is not None:
+                    break
             if match is None:
                 reason = f"listed in {split_file.name} but not found"
-                self.skipped.append((os.fspath(self.root / entry), reason))
-            else:
-                kept.append(match)
+                self.skipped.append((os.fspath(self.root / spellings[-1]), reason))
+                continue
+            real = os.path.realpath(match[0])
+            if real in listed:
+                repeated.append(entry)
+                continue
+            listed.add(real)
+            kept.append(match)
+        if repeated:
+            shown = ", ".join(repr(entry) for entry in repeated[:3])
+            more = f" and {len(repeated) - 3} more" if len(repeated) > 3 else ""
+            warnings.warn(
+                f"split_file={os.fspath(split_file)!r} lists {len(repeated)} video(s) again "
+                f"({shown}{more}); each video is kept once",
+                stacklevel=3,
+            )
         return kept
 
     def __len__(self) -> int:
@@ -300,6 +372,37 @@ class VideoFolder(Dataset):
         else:
             top, left = (new_h - out_h) // 2, (new_w - out_w) // 2
         return clip[..., top : top + out_h, left : left + out_w]
+
+
+def check_disjoint_splits(train: VideoFolder, val: VideoFolder) -> None:
+    """Refuse a validation split that shares a video with the training split.
+
+    Videos are compared by resolved path, so ``./train.txt`` and ``train.txt``, or two lists
+    naming one file by its folder path and by its bare name, are caught.
+
+    Args:
+        train: the training split.
+        val: the validation split.
+
+    Raises:
+        ValueError: naming both split files, how many videos they share and a few of them.
+    """
+    train_videos = {os.path.realpath(path) for path, _ in train.samples}
+    shared = [path for path, _ in val.samples if os.path.realpath(path) in train_videos]
+    if not shared:
+        return
+    shown = ", ".join(repr(os.path.relpath(path, val.root)) for path in shared[:3])
+    more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
+    raise ValueError(
+        f"val_split={_split_name(val)} shares {len(shared)} of its {len(val.samples)} videos "
+        f"with train_split={_split_name(train)} ({shown}{more}): the validation split must not "
+        "hold training videos"
+    )
+
+
+def _split_name(folder: VideoFolder) -> str:
+    split = folder.split_file
+    return repr(os.fspath(split)) if split is not None else f"None (all of {folder.root})"
 
 
 @dataclass

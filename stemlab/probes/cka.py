@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from stemlab._modes import preserved_modes
 from stemlab._validation import check_positive_int
 from stemlab.probes._modules import check_model, first_tensor, model_device, module_names_hint
 from stemlab.probes._plots import new_figure
@@ -111,15 +112,10 @@ def _iter_batches(
 @contextmanager
 def _evaluating(*models: nn.Module) -> Iterator[None]:
     """Eval mode and no_grad inside; every module's own train/eval flag restored afterwards."""
-    modes = [(module, module.training) for model in models for module in model.modules()]
-    try:
+    with preserved_modes(*models), torch.no_grad():
         for model in models:
             model.eval()
-        with torch.no_grad():
-            yield
-    finally:
-        for module, training in modes:
-            module.training = training
+        yield
 
 
 def _resolve_layer(model: nn.Module, name: Any, *, argument: str = "layer") -> nn.Module:

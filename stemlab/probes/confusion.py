@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from stemlab._modes import preserved_modes
 from stemlab._validation import check_positive_int
 from stemlab.probes._modules import check_model, model_device
 from stemlab.probes._plots import new_figure
@@ -49,8 +50,7 @@ def confusion_matrix(
     check_positive_int("num_classes", num_classes)
     device = model_device(model)
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    was_training = model.training
-    try:
+    with preserved_modes(model):
         model.eval()
         for batch in data:
             inputs, labels = batch[0], torch.as_tensor(batch[1])
@@ -62,8 +62,6 @@ def confusion_matrix(
                     f"{predicted.max().item()}"
                 )
             np.add.at(matrix, (labels.numpy(), predicted.numpy()), 1)
-    finally:
-        model.train(was_training)
     return matrix
 
 

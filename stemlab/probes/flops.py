@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from stemlab._modes import preserved_modes
 from stemlab.probes._modules import check_model, model_device
 from stemlab.probes._plots import new_figure
 from stemlab.probes.contract import (
@@ -442,15 +443,13 @@ def flops_table(
         .unsupported_ops_warnings(False)
         .uncalled_modules_warnings(False)
     )
-    was_training = model.training
     hooks_before = _hook_ids(model)
     try:
-        model.eval()
-        with torch.no_grad(), warnings.catch_warnings():
+        with preserved_modes(model), torch.no_grad(), warnings.catch_warnings():
+            model.eval()
             warnings.simplefilter("ignore", FutureWarning)
             by_module = analysis.by_module_and_operator()
     finally:
-        model.train(was_training)
         _remove_new_hooks(model, hooks_before)
 
     if counter:

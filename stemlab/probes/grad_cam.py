@@ -26,6 +26,7 @@ from captum._utils.gradient import compute_layer_gradients_and_eval
 from captum.attr import LayerGradCam
 from torch import nn
 
+from stemlab._modes import preserved_modes
 from stemlab._validation import check_choice
 from stemlab.probes._modules import check_model, model_device, module_names_hint
 from stemlab.probes._plots import slug
@@ -237,8 +238,7 @@ def grad_cam(
     batch = x.shape[0]
     folded = x.ndim == 5 and bool(getattr(model, "time_folded", False))
 
-    was_training = model.training
-    try:
+    with preserved_modes(model):
         model.eval()
         with _rnn_safe(model, device), _checked_forward(model, module, x, target):
             if mode == "standard" and not folded:
@@ -256,8 +256,6 @@ def grad_cam(
                         f"got output shape {tuple(acts.shape)}"
                     )
                 cam = _weighted_sum(grads, acts, mode)
-    finally:
-        model.train(was_training)
 
     if cam.ndim != x.ndim or cam.shape[0] != batch:
         raise ValueError(

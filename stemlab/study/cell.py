@@ -211,6 +211,7 @@ def _weights_source(config: Mapping[str, Any]) -> Any:
 @torch.no_grad()
 def _head_inputs(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     """The features the classifier reads (its input), for ``inputs``."""
+    from stemlab._modes import preserved_modes
     from stemlab.train.freeze import resolve_head
 
     found = resolve_head(model)
@@ -219,13 +220,12 @@ def _head_inputs(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     head = found[1]
     captured: list[torch.Tensor] = []
     handle = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
-    was_training = model.training
     try:
-        model.eval()
-        model(inputs)
+        with preserved_modes(model):
+            model.eval()
+            model(inputs)
     finally:
         handle.remove()
-        model.train(was_training)
     return captured[0].flatten(1).double()
 
 

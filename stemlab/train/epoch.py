@@ -15,11 +15,49 @@ from tqdm.auto import tqdm
 from stemlab.train.batches import autocast, split_batch, to_input
 from stemlab.train.freeze import FreezePlan
 
-__all__ = ["EpochStats", "TrainingDiverged", "TrainingParts", "train_one_epoch"]
+__all__ = [
+    "EpochStats",
+    "TrainingDiverged",
+    "TrainingParts",
+    "check_finite_row",
+    "train_one_epoch",
+]
 
 
 class TrainingDiverged(Exception):
-    """The training loss became NaN or infinite."""
+    """A loss, a weight or an evaluation metric became NaN or infinite (the message says which)."""
+
+
+def _first_non_finite_parameter(model: nn.Module) -> tuple[str, float] | None:
+    """``(name, a bad value)`` of the first parameter holding a NaN or an infinity, else None."""
+    named = list(model.named_parameters())
+    if not named:
+        return None
+    with torch.no_grad():
+        finite = torch.stack([torch.isfinite(p).all() for _, p in named])
+        if bool(finite.all()):
+            return None
+        name, param = named[int((~finite).nonzero()[0])]
+        return name, float(param[~torch.isfinite(param)].flatten()[0])
+
+
+def check_finite_row(row: dict[str, float], *, epoch: int, validated: bool) -> None:
+    """Raise :class:`TrainingDiverged` naming the first non-finite quantity of an epoch's row.
+
+    Args:
+        row: the epoch's history row.
+        epoch: its number, for the message.
+        validated: whether the ``val_*`` columns were measured (they are NaN otherwise).
+
+    Raises:
+        TrainingDiverged: e.g. ``"epoch 2: val_loss is nan"``.
+    """
+    names = ["train_loss", "train_top1", "lr"]
+    if validated:
+        names += ["val_loss", "val_top1", "val_top5"]
+    for name in names:
+        if not math.isfinite(row[name]):
+            raise TrainingDiverged(f"epoch {epoch}: {name} is {row[name]}")
 
 
 @dataclass
@@ -98,7 +136,8 @@ def train_one_epoch(
         The epoch's :class:`EpochStats`.
 
     Raises:
-        TrainingDiverged: a NaN or infinite loss (naming the epoch and step).
+        TrainingDiverged: a NaN or infinite loss, or a NaN or infinite weight after an
+            optimisation step (naming the epoch, the step and the loss or parameter).
     """
     start = time.perf_counter()
     _start_epoch(parts, epoch)
@@ -122,15 +161,29 @@ def train_one_epoch(
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 raise TrainingDiverged(
-                    f"non-finite training loss ({loss_value}) at epoch {epoch}, step {step + 1}"
+                    f"epoch {epoch}, step {step + 1}: train_loss is {loss_value}"
                 )
             parts.optimizer.zero_grad(set_to_none=True)
             parts.scaler.scale(loss).backward()
             if parts.grad_clip is not None:
                 parts.scaler.unscale_(parts.optimizer)
                 torch.nn.utils.clip_grad_norm_(params, parts.grad_clip)
-            parts.scaler.step(parts.optimizer)
+            try:
+                parts.scaler.step(parts.optimizer)
+            except RuntimeError as exc:
+                # A learning rate beyond float32 range fails inside the optimizer's update.
+                if "overflow" not in str(exc):
+                    raise
+                raise TrainingDiverged(
+                    f"epoch {epoch}, step {step + 1}: the optimizer step overflowed float32 "
+                    f"(lr={parts.base_lr:g})"
+                ) from exc
             parts.scaler.update()
+            bad = _first_non_finite_parameter(parts.model)
+            if bad is not None:
+                raise TrainingDiverged(
+                    f"epoch {epoch}, step {step + 1}: weight {bad[0]} is {bad[1]} after the step"
+                )
             parts.scheduler.step()
             batch_size = y.numel()
             loss_sum += loss_value * batch_size

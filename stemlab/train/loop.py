@@ -26,7 +26,12 @@ from stemlab.errors import StemlabTypeError
 from stemlab.train.batches import check_dataset, seed_everything
 from stemlab.train.checkpoints import capture_rng_state, write_training_checkpoint
 from stemlab.train.config import TrainConfig
-from stemlab.train.epoch import TrainingDiverged, TrainingParts, train_one_epoch
+from stemlab.train.epoch import (
+    TrainingDiverged,
+    TrainingParts,
+    check_finite_row,
+    train_one_epoch,
+)
 from stemlab.train.evaluate import evaluate
 from stemlab.train.freeze import FALLBACK_HEAD, FreezePlan, plan_freeze
 from stemlab.train.losses import build_loss
@@ -57,8 +62,11 @@ class TrainResult:
 
     Attributes:
         history: one row per finished epoch, columns :data:`HISTORY_COLUMNS`.
-        status: ``"completed"``, ``"diverged"`` (non-finite loss) or ``"failed"`` (an exception).
-        error: what went wrong, or ``None``.
+        status: ``"completed"``, ``"diverged"`` (a non-finite loss, weight or validation
+            metric) or ``"failed"`` (an exception).
+        error: what went wrong, or ``None``; for ``"diverged"`` the epoch and the first
+            non-finite quantity (``"epoch 2: val_loss is nan"``). The diverged epoch is not
+            in ``history`` and no checkpoint is written for it.
         final: the last history row as a dict (empty if no epoch finished).
         traceback: the formatted traceback of a ``"failed"`` run.
         checkpoint: path of the last checkpoint written (or resumed from), if any.
@@ -207,6 +215,7 @@ def _epoch_row(
         )
         row.update(val_loss=metrics["loss"], val_top1=metrics["top1"], val_top5=metrics["top5"])
     row["seconds"] = time.perf_counter() - start
+    check_finite_row(row, epoch=epoch, validated=val_data is not None)
     return row
 
 
@@ -221,8 +230,8 @@ def fit(
     """Train ``model`` in place on ``train_data``; evaluate on ``val_data`` after every epoch.
 
     The model ends with the trained weights, in the modes, device, ``requires_grad`` flags and
-    memory layout it came in with. A NaN or infinite loss stops the run with status
-    ``"diverged"``; any other exception raised while training stops it with status
+    memory layout it came in with. A NaN or infinite loss or weight at any step, or a NaN or
+    infinite validation metric, stops the run with status ``"diverged"``; any other exception raised while training stops it with status
     ``"failed"``: neither escapes. Invalid arguments and an unusable or incompatible checkpoint
     raise before training starts, with the model untouched.
 

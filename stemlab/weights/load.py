@@ -116,6 +116,29 @@ class _Plan:
         self.used.update(sources)
 
 
+def _warn_non_finite(checkpoint: Checkpoint) -> None:
+    """Warn when floating-point tensors of the checkpoint hold NaN or inf (legal, but useless)."""
+    floating = {
+        key: value
+        for key, value in checkpoint.state.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel()
+    }
+    bad = [key for key, value in floating.items() if not bool(torch.isfinite(value).all())]
+    if not bad:
+        return
+    all_nan = [key for key in bad if bool(torch.isnan(floating[key]).all())]
+    shown = ", ".join(repr(key) for key in bad[:3]) + (
+        f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    )
+    what = "all NaN" if len(all_nan) == len(bad) else "NaN or inf values"
+    warnings.warn(
+        f"{checkpoint.origin}: {len(bad)} of {len(floating)} floating-point tensors hold {what} "
+        f"({shown}); a model with these weights outputs NaN (was the checkpoint saved after "
+        "training diverged?)",
+        stacklevel=3,
+    )
+
+
 def load_weights(
     model: nn.Module,
     source: WeightsSource,
@@ -171,6 +194,7 @@ def load_weights(
     backbone = getattr(model, "backbone_name", None)
     declared = declared_layout(model, layout)
     checkpoint = read_checkpoint(source, backbone=backbone)
+    _warn_non_finite(checkpoint)
     state = model.state_dict()
     stem_prefix = None if declared is None else declared.stem_prefix
     ckpt, original = _alias_keys(checkpoint.state, state, stem_prefix)
