@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,11 +15,19 @@ from torch import nn
 
 import stemlab
 from stemlab.probes import compose_2plus1d, filter_stats, first_layer_filters
-from stemlab.probes.filters import FILTER_ORDERS, order_filters, temporal_energy_fraction
+from stemlab.probes.contract import CellContext, StudyView, get_probe
+from stemlab.probes.filters import (
+    FILTER_ORDERS,
+    colour_split,
+    order_filters,
+    temporal_energy_fraction,
+    weight_change,
+)
+from stemlab.report.stats import compare, holm
 
 STAT_COLUMNS = [
     "filter", "l2_norm", "temporal_energy_fraction", "dominant_frequency", "nearest_filter",
-    "max_cosine", "near_duplicate",
+    "max_cosine", "near_duplicate", "luminance_share",
 ]  # fmt: skip
 
 
@@ -216,3 +227,121 @@ def test_filter_stats_2d_and_errors() -> None:
         filter_stats(torch.zeros(3, 3))
     with pytest.raises(ValueError, match="no Conv2d/Conv3d"):
         first_layer_filters(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_colour_split_closed_form() -> None:
+    weight = torch.zeros(4, 3, 2, 3, 3)
+    weight[0] = 1.0  # grey: all luminance
+    weight[1, 0], weight[1, 1] = 1.0, -1.0  # red minus green: no luminance
+    weight[2, 0] = 1.0  # red alone: mean 1/3 per channel, energy 3 * 1/9 of 1
+    luminance, opponent, share = colour_split(weight)
+    torch.testing.assert_close(luminance + opponent, weight)
+    assert float((luminance * opponent).sum()) == pytest.approx(0.0, abs=1e-6)  # orthogonal
+    torch.testing.assert_close(opponent.sum(dim=1), torch.zeros(4, 2, 3, 3))  # in the plane
+    assert share[:3].tolist() == pytest.approx([1.0, 0.0, 1 / 3])
+    assert math.isnan(share[3])  # all-zero filter
+    assert filter_stats(weight)["luminance_share"].tolist()[:3] == pytest.approx([1, 0, 1 / 3])
+    assert filter_stats(torch.ones(2, 1, 3, 3))["luminance_share"].isna().all()
+    with pytest.raises(ValueError, match="3 input channels"):
+        colour_split(torch.ones(2, 4, 3, 3))
+
+
+def test_weight_change_closed_form() -> None:
+    init = torch.ones(2, 3, 3, 3)
+    trained = init.clone()
+    trained[0] *= 2.0  # filter 0 moves by its own norm, filter 1 stays
+    relative, per_filter = weight_change(trained, init)
+    assert relative == pytest.approx(1 / math.sqrt(2))
+    assert per_filter.tolist() == pytest.approx([1.0, 0.0])
+    assert weight_change(init, init)[0] == 0.0
+    with pytest.raises(ValueError, match="must have one shape"):
+        weight_change(trained, torch.ones(3, 3, 3, 3))
+
+
+def _context(model: nn.Module, init: nn.Module | None) -> CellContext:
+    return CellContext(
+        kind="trained" if init is not None else "profile",
+        model=model,
+        inputs=torch.zeros(1, 3, 4, 16, 16),
+        config={},
+        device=torch.device("cpu"),
+        init_model=init,
+    )
+
+
+def test_probe_reports_the_init_baseline_and_the_change() -> None:
+    init = _r2plus1d_model().eval()
+    model = copy.deepcopy(init)
+    with torch.no_grad():
+        model.stem[0].weight[:5] += 0.5  # a luminance step on five spatial filters
+    output = get_probe("filters").run(_context(model, init))
+    trained, before = first_layer_filters(model), first_layer_filters(init)
+    e, e0 = trained.effective, before.effective
+    assert output.metrics["filter_rel_change"] == pytest.approx(
+        float((e - e0).norm() / e0.norm()), rel=1e-5
+    )
+    assert output.metrics["filter_rel_change"] > 0
+    assert output.metrics["filter_temporal_energy_init"] == pytest.approx(
+        float(temporal_energy_fraction(e0).mean()), rel=1e-5
+    )
+    assert output.metrics["filter_luminance_share_init"] == pytest.approx(
+        float(colour_split(e0)[2].mean()), rel=1e-5
+    )
+    # a uniform step on every colour channel raises the luminance share
+    assert output.metrics["filter_luminance_share"] > output.metrics["filter_luminance_share_init"]
+    np.testing.assert_array_equal(output.arrays["effective_init"], e0.numpy())
+    np.testing.assert_array_equal(output.arrays["weight_init"], before.weight.numpy())
+    table = pd.DataFrame(output.tables["filters"])
+    assert table["state"].value_counts().to_dict() == {"trained": 109, "init": 109}
+    spatial = table[(table["state"] == "trained") & (table["kernel"] == "conv")]
+    per_filter = (model.stem[0].weight - init.stem[0].weight).flatten(1).norm(dim=1) / (
+        init.stem[0].weight.flatten(1).norm(dim=1)
+    )
+    assert spatial.sort_values("filter")["rel_change"].tolist() == pytest.approx(
+        per_filter.tolist(), rel=1e-5
+    )
+    assert (spatial.sort_values("filter")["rel_change"].to_numpy()[5:] == 0).all()
+    # without an init model (profile cells): no baseline, nothing invented
+    alone = get_probe("filters").run(_context(model, None))
+    assert not any(k.endswith("_init") for k in alone.metrics)
+    assert "filter_rel_change" not in alone.metrics
+    assert set(pd.DataFrame(alone.tables["filters"])["state"]) == {"trained"}
+
+
+def _view(cells: pd.DataFrame) -> StudyView:
+    return StudyView(
+        config={},
+        cells=cells,
+        summary=pd.DataFrame(),
+        tables={},
+        arrays=lambda key: {},
+        compare=compare,
+        holm=holm,
+    )
+
+
+def test_findings_state_the_change_and_trained_minus_init() -> None:
+    rows = []
+    for stem, change, lum0, lum in (
+        ("basic", [1.1, 1.2, 1.3], [0.33, 0.34, 0.32], [0.52, 0.58, 0.55]),
+        ("r2plus1d", [0.4, 0.5, 0.6], [0.33, 0.33, 0.34], [0.331, 0.34, 0.332]),
+    ):
+        for seed in range(3):
+            rows.append(
+                {
+                    "kind": "train", "status": "ok", "backbone": "r3d_18", "stem": stem,
+                    "seed": seed, "key": f"{stem}{seed}", "filter_rel_change": change[seed],
+                    "filter_luminance_share": lum[seed],
+                    "filter_luminance_share_init": lum0[seed],
+                }
+            )  # fmt: skip
+    lines = get_probe("filters").findings(_view(pd.DataFrame(rows)))
+    assert lines[0].startswith("Training moved the stem's first convolution")
+    assert "basic 1.20 (1.10-1.30); r2plus1d 0.50 (0.40-0.60) (mean over 3 seed(s)" in lines[0]
+    luminance = next(line for line in lines if "luminance share" in line)
+    # basic: paired differences 0.19, 0.24, 0.23 (mean 0.22); Holm over the two arms
+    diffs = np.array([0.52, 0.58, 0.55]) - np.array([0.33, 0.34, 0.32])
+    assert f"basic {diffs.mean():+.3f} (95% CI" in luminance
+    assert "Holm over 2 arms" in luminance and "At init it is already: basic 0.33" in luminance
+    assert "r2plus1d +0.001" in luminance and "not distinguishable from init" in luminance
+    assert not any("temporal energy" in line for line in lines)  # no _init column: no test

@@ -1,7 +1,7 @@
 """Datasets: the procedural SyntheticMotion benchmark and VideoFolder for real video files."""
 
 from stemlab.data.decode import DecodeError, VideoInfo, probe_video, read_frames
-from stemlab.data.synthetic import MOTIONS, SHAPES, TASKS, SyntheticMotion
+from stemlab.data.synthetic import MOTIONS, SHAPES, TASKS, TEXTURES, SyntheticMotion
 from stemlab.data.video_folder import (
     KINETICS_MEAN,
     KINETICS_STD,
@@ -19,6 +19,7 @@ __all__ = [
     "MOTIONS",
     "SHAPES",
     "TASKS",
+    "TEXTURES",
     "VIDEO_EXTENSIONS",
     "DecodeError",
     "SyntheticMotion",

@@ -1,9 +1,15 @@
 """SyntheticMotion: a procedural video benchmark with object masks, generated on the fly.
 
-On the ``"motion"`` task the object is drawn with random-dot texture of exactly the background's
+On the ``"motion"`` task the object is drawn with texture of exactly the background's
 statistics, so every single frame is stationary noise; the object (and the class, its motion)
-exists only in how the dots move from frame to frame. On ``"appearance"`` the object is visible and
-its shape is the class while its motion is random. ``"both"`` combines the two.
+exists only in how the texture moves from frame to frame. On ``"appearance"`` the object is visible
+and its shape is the class while its motion is random. ``"both"`` combines the two.
+
+Textures (``texture=``): ``"pink"`` (default) draws object and background as independent
+Gaussian fields with a ``1/f**texture_exponent`` amplitude spectrum (natural images have about
+1), one independent field per colour channel, so the clips have colour and spatial structure for
+first-layer filters to learn; ``"white"`` is the earlier +-1 random-dot texture shared by the
+three channels (one grey image times per-channel gains), kept to reproduce earlier studies.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from stemlab._validation import (
     check_positive_int,
 )
 
-__all__ = ["MOTIONS", "SHAPES", "TASKS", "SyntheticMotion"]
+__all__ = ["MOTIONS", "SHAPES", "TASKS", "TEXTURES", "SyntheticMotion", "pink_filter"]
 
 TASKS = ("motion", "appearance", "both")
+TEXTURES = ("pink", "white")
 MOTIONS = ("right", "left", "down", "up", "rotate_cw", "rotate_ccw", "expand", "contract")
 SHAPES = ("disk", "square", "triangle", "plus", "ring", "star", "bar", "crescent")
 
@@ -60,6 +67,46 @@ def _shape_mask(shape: str, ux: np.ndarray, uy: np.ndarray) -> np.ndarray:
     raise AssertionError(f"no mask for shape {shape!r}")  # unreachable: SHAPES is closed
 
 
+_FILTERS: dict[tuple[int, int, float], torch.Tensor] = {}
+
+
+def pink_filter(shape: tuple[int, int], exponent: float) -> torch.Tensor:
+    """The ``rfft2`` filter that turns unit white noise into a unit-variance ``1/f**exponent`` field.
+
+    Amplitude ``f ** -exponent`` at spatial frequency ``f`` (cycles per pixel), 0 at DC, scaled so
+    the periodic field ``irfft2(rfft2(z) * filter)`` of white ``z`` has variance exactly 1 per
+    pixel: its power spectrum falls as ``f ** (-2 * exponent)``. Cached per shape and exponent.
+
+    Args:
+        shape: ``(height, width)`` of the field.
+        exponent: amplitude exponent, >= 0 (0 = white noise without its mean).
+
+    Returns:
+        float32 tensor ``(height, width // 2 + 1)`` (shared: do not modify).
+    """
+    key = (int(shape[0]), int(shape[1]), float(exponent))
+    cached = _FILTERS.get(key)
+    if cached is not None:
+        return cached
+    height, width = key[:2]
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.rfftfreq(width)[None, :]
+    radius = np.sqrt(fy * fy + fx * fx)
+    radius[0, 0] = 1.0
+    amplitude = radius ** -key[2]
+    amplitude[0, 0] = 0.0
+    # Variance of the field = mean over the full (two-sided) spectrum of amplitude**2; the rfft
+    # half-plane counts its columns 1 .. ceil(width/2)-1 twice (their mirror images).
+    weight = np.full(fx.shape, 2.0)
+    weight[0, 0] = 1.0
+    if width % 2 == 0:
+        weight[0, -1] = 1.0
+    variance = float((amplitude**2 * weight).sum()) / (height * width)
+    result = torch.from_numpy((amplitude / math.sqrt(variance)).astype(np.float32))
+    _FILTERS[key] = result
+    return result
+
+
 def _as_range(argument: str, value: float | Sequence[float]) -> tuple[float, float]:
     """Normalise a number or a ``(low, high)`` pair of non-negative numbers to a range."""
     if isinstance(value, (tuple, list)):
@@ -84,11 +131,17 @@ class SyntheticMotion(Dataset):
     Tasks:
         ``"motion"``: the class is the object's motion, the first ``num_classes`` of
         :data:`MOTIONS` (right, left, down, up, rotate_cw, rotate_ccw, expand, contract). The object
-        is random-dot texture with the background's statistics, so no single frame reveals it.
+        is texture with the background's statistics, so no single frame reveals it.
         ``"appearance"``: the class is the object's shape, the first ``num_classes`` of
         :data:`SHAPES`; the object is visible (``object_contrast``) and its motion is random.
         ``"both"``: visible object; ``label = shape_index * num_classes + motion_index`` with
         ``num_classes ** 2`` classes in all (``.num_classes``).
+
+    With ``texture="pink"`` a single frame shows the object's outline (where two independent
+    smooth fields meet) but not its motion: position (uniform on the torus), orientation
+    (uniform), shape (random) and texture are distributed alike for the translation and
+    rotation classes. For ``expand`` / ``contract`` (``num_classes`` >= 7) the outline's size in
+    the first and last frames leans towards the class.
 
     Args:
         num_samples: number of clips.
@@ -101,10 +154,19 @@ class SyntheticMotion(Dataset):
             a ``(low, high)`` range sampled per clip.
         object_size: object radius as a fraction of the shorter frame side, number or range.
         noise: standard deviation of the fresh Gaussian noise added to every frame.
-        dot_size: side in pixels of a texture dot (1 = the finest texture).
+        dot_size: side in pixels of a texture cell (1 = the finest texture).
         distractors: number of visible blobs moving in random directions (not in the mask).
         object_contrast: brightness offset of the object against the background; ``None`` means
-            0 (texture-matched, invisible per frame) on ``"motion"`` and 0.8 otherwise.
+            0 (texture-matched, invisible per frame) on ``"motion"`` and 0.8 otherwise; the same
+            offset on every colour channel.
+        texture: ``"pink"`` (1/f Gaussian fields, independent per colour channel, fresh noise
+            per channel; the frame is a torus the object wraps around, starting anywhere on it:
+            a smooth texture shows the seam of the object's outline in one frame, so the
+            object's position in a frame must not tell its direction) or ``"white"`` (+-1 dots shared by the channels, the earlier behaviour:
+            a fixed seed gives the clips it gave before this option existed).
+        texture_exponent: amplitude-spectrum exponent of ``"pink"`` textures (amplitude
+            ``f ** -texture_exponent``, power ``f ** (-2 * texture_exponent)``); 1 is the
+            natural-image value, 0 white noise. Ignored for ``"white"``.
 
     Returns (per item):
         ``(clip, label, mask)``: float32 clip ``[3, T, H, W]`` (roughly zero mean, unit scale),
@@ -129,6 +191,8 @@ class SyntheticMotion(Dataset):
         dot_size: int = 1,
         distractors: int = 0,
         object_contrast: float | None = None,
+        texture: str = "pink",
+        texture_exponent: float = 1.0,
     ) -> None:
         self.num_samples = check_positive_int("num_samples", num_samples)
         self.task = check_choice("task", task, TASKS)
@@ -160,6 +224,12 @@ class SyntheticMotion(Dataset):
         self.object_contrast = check_positive_float(
             "object_contrast", object_contrast, allow_zero=True
         )
+        self.texture = check_choice("texture", texture, TEXTURES)
+        self.texture_exponent = check_positive_float(
+            "texture_exponent", texture_exponent, allow_zero=True
+        )
+        if self.texture_exponent > 4.0:
+            raise ValueError(f"texture_exponent must be in [0, 4], got {texture_exponent!r}")
         if task == "motion":
             self.classes = list(MOTIONS[:num_classes])
         elif task == "appearance":
@@ -175,7 +245,7 @@ class SyntheticMotion(Dataset):
         return (
             f"{type(self).__name__}(num_samples={self.num_samples}, task={self.task!r}, "
             f"clip_len={self.clip_len}, size={self.size}, seed={self.seed}, "
-            f"num_classes={self.num_classes})"
+            f"num_classes={self.num_classes}, texture={self.texture!r})"
         )
 
     @property
@@ -206,6 +276,8 @@ class SyntheticMotion(Dataset):
         else:
             shape, motion = SHAPES[label // k], MOTIONS[label % k]
 
+        if self.texture == "pink":
+            return self._render_pink(rng, shape, motion)
         height, width = self.size
         frames = self.clip_len
         background = self._texture(rng, (height, width))
@@ -237,6 +309,60 @@ class SyntheticMotion(Dataset):
         gains = rng.uniform(0.8, 1.2, size=(3, 1, 1, 1)).astype(np.float32)
         return gray[None] * gains, inside.astype(np.float32)
 
+    def _render_pink(
+        self, rng: np.random.Generator, shape: str, motion: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`render` with independent 1/f textures per colour channel."""
+        height, width = self.size
+        # torch's vectorised sampler and FFT, seeded from the clip's generator, draw the fields
+        # and the noise (three channels at about the cost of numpy's one).
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        background, texture = self._pink(generator)
+        clip = np.empty((3, self.clip_len, height, width), dtype=np.float32)
+        clip[:] = background[:, None]
+        for _ in range(self.distractors):
+            path = self._path(
+                rng, "right", 0.12 * rng.uniform(0.7, 1.3), random_direction=True, wrap=True
+            )
+            inside, _ = self._place(path, "disk", wrap=True)
+            level = rng.choice((-1.0, 1.0)) * max(self.object_contrast, 0.8)
+            where = np.nonzero(inside)
+            clip[:, where[0], where[1], where[2]] = level + 0.3 * background[:, where[1], where[2]]
+
+        radius_fraction = rng.uniform(*self.object_size)
+        path = self._path(rng, motion, radius_fraction, random_direction=False, wrap=True)
+        inside, (qx, qy) = self._place(path, shape, wrap=True)
+        # The object's own field, pinned to object coordinates (it moves, rotates and scales
+        # with the object), on the background's grid and filter, read periodically: the same
+        # spectrum and marginals as the background. A cell is dot_size pixels at the largest scale.
+        cell = self.dot_size / float(path["scale"].max())
+        where = np.nonzero(inside)
+        ix = np.floor(qx[inside] / cell).astype(np.int64) % width
+        iy = np.floor(qy[inside] / cell).astype(np.int64) % height
+        offset = rng.choice((-1.0, 1.0)) * self.object_contrast
+        # texture cells are dot_size pixels of the field: index the field at the cell's corner
+        d = self.dot_size
+        clip[:, where[0], where[1], where[2]] = (
+            texture[:, (iy * d) % height, (ix * d) % width] + offset
+        )
+        if self.noise > 0:
+            clip += self.noise * torch.randn(clip.shape, generator=generator).numpy()
+        clip *= rng.uniform(0.8, 1.2, size=(3, 1, 1, 1)).astype(np.float32)
+        return clip, inside.astype(np.float32)
+
+    def _pink(self, generator: torch.Generator) -> np.ndarray:
+        """Two sets (background, object) of three independent unit-variance 1/f fields,
+        ``(2, 3, H, W)``, in cells of ``dot_size`` pixels."""
+        height, width = self.size
+        d = self.dot_size
+        small = (-(-height // d), -(-width // d))
+        white = torch.randn((2, 3, *small), generator=generator)
+        spectrum = torch.fft.rfft2(white) * pink_filter(small, self.texture_exponent)
+        field = torch.fft.irfft2(spectrum, s=small).numpy()
+        if d == 1:
+            return field
+        return np.repeat(np.repeat(field, d, axis=2), d, axis=3)[..., :height, :width]
+
     def _texture(
         self, rng: np.random.Generator, shape: tuple[int, int], *, cells: bool = False
     ) -> np.ndarray:
@@ -254,8 +380,10 @@ class SyntheticMotion(Dataset):
         radius_fraction: float,
         *,
         random_direction: bool,
+        wrap: bool = False,
     ) -> dict[str, Any]:
-        """Per-frame centre, angle and scale of an object following ``motion``."""
+        """Per-frame centre, angle and scale of an object following ``motion``; with ``wrap``
+        the frame is a torus and the start is uniform over it (else the object stays in view)."""
         height, width = self.size
         frames = self.clip_len
         radius = radius_fraction * min(height, width)
@@ -276,6 +404,10 @@ class SyntheticMotion(Dataset):
         reach = radius * scale.max() + np.abs(velocity) * t.max()
         centre = []
         for axis, extent in enumerate((width, height)):
+            if wrap:
+                start = rng.uniform(0.0, extent)
+                centre.append((start + velocity[axis] * (t - t[0])) % extent)
+                continue
             slack = max(0.0, extent / 2 - reach[axis])
             centre.append(extent / 2 + rng.uniform(-slack, slack) + velocity[axis] * t)
         return {
@@ -287,14 +419,18 @@ class SyntheticMotion(Dataset):
         }
 
     def _place(
-        self, path: dict[str, Any], shape: str
+        self, path: dict[str, Any], shape: str, *, wrap: bool = False
     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        """Mask ``[T, H, W]`` of ``shape`` along ``path`` and the object coordinates (pixels)."""
+        """Mask ``[T, H, W]`` of ``shape`` along ``path`` and the object coordinates (pixels);
+        with ``wrap`` the frame is a torus (offsets taken to the nearest copy of the centre)."""
         height, width = self.size
         x = np.arange(width, dtype=np.float32)[None, None, :] + 0.5
         y = np.arange(height, dtype=np.float32)[None, :, None] + 0.5
         dx = x - path["cx"].astype(np.float32)[:, None, None]
         dy = y - path["cy"].astype(np.float32)[:, None, None]
+        if wrap:
+            dx = (dx + width / 2) % width - width / 2
+            dy = (dy + height / 2) % height - height / 2
         cos = (np.cos(path["angle"]) / path["scale"]).astype(np.float32)[:, None, None]
         sin = (np.sin(path["angle"]) / path["scale"]).astype(np.float32)[:, None, None]
         qx = cos * dx + sin * dy

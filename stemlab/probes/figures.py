@@ -20,16 +20,20 @@ from stemlab._validation import check_choice, check_positive_int
 from stemlab.probes.filters import (
     FILTER_ORDERS,
     FirstLayerFilters,
+    colour_split,
     filter_stats,
     order_filters,
+    weight_change,
 )
 
 __all__ = [
     "filter_mosaic",
     "plot_activation_stats",
     "plot_confusion_matrix",
+    "plot_filter_change",
     "plot_filter_grid",
     "plot_flops_breakdown",
+    "plot_grad_cam_grid",
     "plot_grad_cam_strip",
     "time_slice_labels",
 ]
@@ -293,6 +297,121 @@ def plot_filter_grid(
     return _finish(figure, out, dpi)
 
 
+def _scaled_tiles(weight: torch.Tensor, peak: torch.Tensor) -> np.ndarray:
+    # (O, t, k, k, 3) in [0, 1]: 0.5 + 0.5 * w / peak per filter (peak: (O,)); grey for C != 3
+    w = weight.detach().float().cpu()
+    if w.ndim == 4:
+        w = w.unsqueeze(2)
+    if w.shape[1] != 3:
+        w = w.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1, -1)
+    scaled = 0.5 + 0.5 * w / peak.clamp_min(1e-30)[:, None, None, None, None]
+    return scaled.permute(0, 2, 3, 4, 1).clamp(0, 1).numpy()
+
+
+def plot_filter_change(
+    weight: torch.Tensor,
+    init: torch.Tensor,
+    *,
+    title: str | None = None,
+    max_filters: int = 16,
+    out: str | Path | None = None,
+    dpi: int = 150,
+) -> Figure:
+    """What training did to first-layer filters: W, W - W0 and W's luminance / opponent parts.
+
+    One row per filter, ranked by ``||w - w0||`` (the largest change first); for each, four
+    groups of time slices: the trained filter W, its change W - W0 from the initial filter, and
+    (for RGB filters) W's projection onto the luminance axis ``(1, 1, 1) / sqrt(3)`` and onto the
+    opponent plane (see :func:`stemlab.probes.filters.colour_split`). All four use the same
+    scale per filter, W's largest ``|w|`` (0 = mid grey), so the change and the two parts can be
+    read against the filter. Each row is labelled with its rank, channel, ``||w - w0|| /
+    ||w0||`` and luminance energy share; the title gives ``||W - W0|| / ||W0||`` of the kernel.
+
+    Args:
+        weight: trained conv weights ``(O, C, [t,] k, k)``.
+        init: the same kernel before training.
+        title: what the filters are (the relative change is appended).
+        max_filters: most filters shown (the first by the ranking).
+        out: where to save the figure; ``None`` to only return it.
+        dpi: resolution when saving.
+
+    Returns:
+        The figure: one axes per group.
+
+    Raises:
+        ValueError: if the shapes differ or are not conv weights, or ``max_filters`` < 1.
+    """
+    relative, per_filter = weight_change(weight, init)
+    check_positive_int("max_filters", max_filters)
+    w, w0 = weight.detach().float().cpu(), init.detach().float().cpu()
+    delta = w - w0
+    change = delta.flatten(1).norm(dim=1)
+    shown = change.argsort(descending=True, stable=True).tolist()[:max_filters]
+    peak = w.flatten(1).abs().max(dim=1).values
+    groups = [("W (trained)", w), ("W - W0 (change)", delta)]
+    rgb = w.shape[1] == 3
+    if rgb:
+        luminance, opponent, share = colour_split(w)
+        groups += [("luminance part of W", luminance), ("opponent part of W", opponent)]
+    tiles = [(name, _scaled_tiles(g, peak)) for name, g in groups]
+    steps = tiles[0][1].shape[1]
+    gap, tile = 0.2, 0.34
+    rows = len(shown)
+    panel_width = steps * tile * (1 + gap)
+    figure = _new_figure(
+        max(6.0, len(groups) * (panel_width + 0.25) + 2.6),
+        rows * tile * (1 + gap) + 1.9,
+    )
+    axes = figure.subplots(1, len(groups), squeeze=False)[0]
+    column_labels = time_slice_labels(steps) if w.ndim == 5 else ["2-D"]
+    for index, (ax, (name, group_tiles)) in enumerate(zip(axes, tiles)):
+        for row, channel in enumerate(shown):
+            for step in range(steps):
+                left, top = step * (1 + gap), row * (1 + gap)
+                ax.imshow(
+                    group_tiles[channel, step],
+                    extent=(left, left + 1, top + 1, top),
+                    interpolation="nearest",
+                )
+        ax.set_xlim(-gap / 2, steps * (1 + gap) - gap / 2)
+        ax.set_ylim(rows * (1 + gap) - gap / 2, -gap / 2)
+        ax.set_aspect("equal")
+        ax.set_title(name, fontsize=8)
+        ax.set_xticks([i * (1 + gap) + 0.5 for i in range(steps)], column_labels, fontsize=6)
+        centres = [r * (1 + gap) + 0.5 for r in range(rows)]
+        if index == 0:
+            ax.set_yticks(centres, [f"#{r + 1} ch {c}" for r, c in enumerate(shown)], fontsize=7)
+        elif index == len(groups) - 1:
+            ax.yaxis.tick_right()
+            labels = [
+                f"{float(per_filter[c]):.2f}" + (f" | {100 * float(share[c]):.0f}%" if rgb else "")
+                for c in shown
+            ]
+            ax.set_yticks(centres, labels, fontsize=7)
+            ax.set_ylabel("||w - w0|| / ||w0||" + (" | luminance share" if rgb else ""), fontsize=7)
+            ax.yaxis.set_label_position("right")
+        else:
+            ax.set_yticks([])
+        ax.tick_params(length=0, pad=2)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    shape = "x".join(str(d) for d in w.shape[2:])
+    caption = (
+        f"{shape} kernel, {rows} of {w.shape[0]} filters ranked by ||w - w0|| (largest change "
+        "first). Every group scaled by the filter's own max |w| of W: 0 = mid grey"
+        + (
+            "; RGB = input channels; luminance = projection on (1,1,1)/sqrt(3), opponent = the "
+            "rest (the plane orthogonal to it)."
+            if rgb
+            else "; grey = mean over input channels."
+        )
+    )
+    figure.supxlabel(caption, fontsize=7, wrap=True)
+    head = f"||W - W0|| / ||W0|| = {relative:.2f}"
+    figure.suptitle(f"{title}: {head}" if title else head, fontsize=10)
+    return _finish(figure, out, dpi)
+
+
 def _as_frame(tables: pd.DataFrame | Mapping[str, pd.DataFrame], key: str) -> pd.DataFrame:
     if isinstance(tables, pd.DataFrame):
         return tables if key in tables.columns else tables.assign(**{key: ""})
@@ -548,6 +667,119 @@ def plot_grad_cam_strip(
         figure.suptitle(" | ".join(parts), fontsize=10)
     if mask is not None:
         figure.supxlabel("white outline: object mask (0.5 contour)", fontsize=7)
+    return _finish(figure, out, dpi)
+
+
+def plot_grad_cam_grid(
+    panels: Sequence[Mapping[str, object]],
+    *,
+    class_names: Sequence[str] | None = None,
+    title: str | None = None,
+    alpha: float = 0.5,
+    out: str | Path | None = None,
+    dpi: int = 150,
+) -> Figure:
+    """Grad-CAM maps of several clips (rows) from several models (column groups, e.g. seeds).
+
+    Every tile is one frame with its heat map over it and the object mask's outline (0.5
+    contour, white); each row is labelled with the clip's true and predicted class. A panel
+    whose ``at_chance`` is true says "at chance: map uninformative" under its heading: a model
+    that has learned nothing has no decision for the map to explain.
+
+    Args:
+        panels: one mapping per model with ``clips`` ``(N, C, F, H, W)``, ``cams``
+            ``(N, F, H, W)`` in [0, 1], optional ``masks`` ``(N, F, H, W)``, ``labels`` ``(N,)``,
+            optional ``predicted`` ``(N,)``, optional ``frames`` (the F frame numbers),
+            ``heading`` (str) and optional ``at_chance`` (bool).
+        class_names: names for integer labels.
+        title: figure title.
+        alpha: opacity of the heat maps.
+        out: where to save the figure; ``None`` to only return it.
+        dpi: resolution when saving.
+
+    Returns:
+        The figure (one subfigure per panel).
+
+    Raises:
+        ValueError: if ``panels`` is empty or a panel's arrays do not match.
+    """
+    if not panels:
+        raise ValueError("panels must hold at least one model's clips")
+    prepared = []
+    for number, panel in enumerate(panels):
+        clips = np.asarray(panel["clips"], dtype=np.float32)
+        cams = np.asarray(panel["cams"], dtype=np.float32)
+        masks = panel.get("masks")
+        masks = None if masks is None else np.asarray(masks, dtype=np.float32)
+        labels = list(np.asarray(panel["labels"]).tolist())
+        predicted = panel.get("predicted")
+        predicted = None if predicted is None else list(np.asarray(predicted).tolist())
+        if clips.ndim == 4:  # images: one frame each
+            clips, cams = clips[:, :, None], cams[:, None]
+            masks = None if masks is None else masks[:, None]
+        if clips.ndim != 5 or cams.shape != (clips.shape[0], *clips.shape[2:]):
+            raise ValueError(
+                f"panel {number}: clips (N, C, F, H, W) and cams (N, F, H, W) must match, got "
+                f"{clips.shape} and {cams.shape}"
+            )
+        if masks is not None and masks.shape != cams.shape:
+            raise ValueError(f"panel {number}: masks must have the cams' shape {cams.shape}")
+        if len(labels) != len(clips) or (predicted is not None and len(predicted) != len(clips)):
+            raise ValueError(f"panel {number}: one label (and prediction) per clip is needed")
+        frames = list(panel.get("frames", range(clips.shape[2])))
+        prepared.append((clips, cams, masks, labels, predicted, frames, panel))
+    rows = max(len(p[0]) for p in prepared)
+    columns = [p[0].shape[2] for p in prepared]
+    figure = _new_figure(1.05 * sum(columns) + 1.9 * len(prepared) + 0.8, 1.05 * rows + 1.6)
+    subfigures = figure.subfigures(1, len(prepared), squeeze=False, width_ratios=columns)[0]
+    outline = [patheffects.withStroke(linewidth=2.2, foreground="black")]
+    heat = None
+    for subfigure, (clips, cams, masks, labels, predicted, frames, panel) in zip(
+        subfigures, prepared
+    ):
+        axes = subfigure.subplots(rows, clips.shape[2], squeeze=False)
+        for row in range(rows):
+            for column in range(clips.shape[2]):
+                ax = axes[row, column]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+                if row >= len(clips):
+                    continue
+                image = _unit_range(np.moveaxis(clips[row], 0, -1))  # (F, H, W, C), per clip
+                frame = image[column]
+                ax.imshow(np.repeat(frame, 3, axis=-1) if frame.shape[-1] == 1 else frame)
+                heat = ax.imshow(cams[row, column], cmap="jet", alpha=alpha, vmin=0, vmax=1)
+                if masks is not None and masks[row, column].min() < 0.5 < masks[row, column].max():
+                    contour = ax.contour(
+                        masks[row, column], levels=[0.5], colors="white", linewidths=1.0
+                    )
+                    contour.set_path_effects(outline)
+                if row == 0:
+                    ax.set_title(f"frame {int(frames[column])}", fontsize=7)
+                if column == 0:
+                    true = _class_text(int(labels[row]), class_names)
+                    text = f"true {true}"
+                    if predicted is not None:
+                        guess = _class_text(int(predicted[row]), class_names)
+                        text += f"\npred {guess} " + ("(correct)" if guess == true else "(wrong)")
+                    ax.set_ylabel(text, fontsize=7)
+        heading = str(panel.get("heading", ""))
+        if panel.get("at_chance"):
+            heading += "\nat chance: map uninformative"
+        subfigure.suptitle(
+            heading, fontsize=8, color="firebrick" if panel.get("at_chance") else "black"
+        )
+    if heat is not None:
+        figure.colorbar(heat, ax=subfigures[-1].axes, shrink=0.6, label="Grad-CAM")
+    figure.supxlabel(
+        "Each tile: one frame (min-max scaled per clip) under its Grad-CAM map; white outline: "
+        "object mask (0.5 contour).",
+        fontsize=7,
+    )
+    if title:
+        figure.suptitle(title, fontsize=10)
     return _finish(figure, out, dpi)
 
 

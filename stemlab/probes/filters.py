@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -27,11 +28,13 @@ from stemlab.probes.contract import (
 __all__ = [
     "FILTER_ORDERS",
     "FirstLayerFilters",
+    "colour_split",
     "compose_2plus1d",
     "filter_stats",
     "first_layer_filters",
     "order_filters",
     "temporal_energy_fraction",
+    "weight_change",
 ]
 
 _CONV_TYPES = (nn.Conv2d, nn.Conv3d)
@@ -162,6 +165,64 @@ def temporal_energy_fraction(weight: torch.Tensor) -> torch.Tensor:
     return torch.where(energy > 0, varying / energy.clamp_min(1e-30), math.nan)
 
 
+def colour_split(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Split RGB filters into their luminance and colour-opponent parts.
+
+    At every tap the filter's RGB vector is projected onto the luminance axis
+    ``(1, 1, 1) / sqrt(3)`` (the channel mean, repeated) and onto the plane orthogonal to it
+    (the opponent part: the vector minus its mean; red-green and blue-yellow directions). The two
+    parts are orthogonal, so their energies add up to the filter's.
+
+    Args:
+        weight: ``(O, 3, [t,] kh, kw)`` conv weights.
+
+    Returns:
+        ``(luminance, opponent, share)``: the two parts (shape of ``weight``) and each filter's
+        luminance energy share ``||luminance||^2 / ||w||^2``, ``(O,)`` (NaN for an all-zero filter;
+        1/3 on average for random filters).
+
+    Raises:
+        ValueError: if ``weight`` is not 4-D or 5-D with 3 input channels.
+    """
+    _check_weight(weight)
+    if weight.shape[1] != 3:
+        raise ValueError(f"colour_split needs 3 input channels (RGB), got {weight.shape[1]}")
+    w = weight.detach().float().cpu()
+    luminance = w.mean(dim=1, keepdim=True).expand_as(w).clone()
+    opponent = w - luminance
+    energy = w.flatten(1).square().sum(dim=1)
+    share = luminance.flatten(1).square().sum(dim=1) / energy.clamp_min(1e-30)
+    return luminance, opponent, torch.where(energy > 0, share, math.nan)
+
+
+def weight_change(weight: torch.Tensor, init: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """How far training moved a kernel from its initial value.
+
+    Args:
+        weight: trained conv weights ``(O, C, [t,] kh, kw)``.
+        init: the same kernel before training, same shape.
+
+    Returns:
+        ``(relative, per_filter)``: ``||W - W0|| / ||W0||`` over the whole kernel (Frobenius
+        norms) and ``||w_i - w0_i|| / ||w0_i||`` per filter, ``(O,)`` (NaN where ``w0_i`` is 0).
+
+    Raises:
+        ValueError: if the shapes differ or are not conv weights.
+    """
+    _check_weight(weight)
+    _check_weight(init)
+    if weight.shape != init.shape:
+        raise ValueError(
+            f"weight {tuple(weight.shape)} and init {tuple(init.shape)} must have one shape"
+        )
+    w, w0 = weight.detach().float().cpu(), init.detach().float().cpu()
+    delta = (w - w0).flatten(1).norm(dim=1)
+    base = w0.flatten(1).norm(dim=1)
+    total = float(base.square().sum().sqrt())
+    relative = float(delta.square().sum().sqrt()) / total if total > 0 else math.nan
+    return relative, torch.where(base > 0, delta / base.clamp_min(1e-30), math.nan)
+
+
 def _check_weight(weight: object) -> None:
     if not isinstance(weight, torch.Tensor) or weight.ndim not in (4, 5):
         raise ValueError(
@@ -201,7 +262,8 @@ def filter_stats(weight: torch.Tensor, *, duplicate_threshold: float = 0.95) -> 
         DataFrame, one row per filter: filter, l2_norm, temporal_energy_fraction (see
         :func:`temporal_energy_fraction`), dominant_frequency (cycles per pixel of the strongest bin of
         the spatial power spectrum, 0 = DC), nearest_filter and max_cosine (the most similar
-        other filter), near_duplicate (``max_cosine >= duplicate_threshold``).
+        other filter), near_duplicate (``max_cosine >= duplicate_threshold``), luminance_share
+        (see :func:`colour_split`; NaN unless the kernel has 3 input channels).
 
     Raises:
         ValueError: if ``weight`` is not 4-D or 5-D.
@@ -228,6 +290,9 @@ def filter_stats(weight: torch.Tensor, *, duplicate_threshold: float = 0.95) -> 
             "nearest_filter": nearest.tolist(),
             "max_cosine": max_cosine.tolist(),
             "near_duplicate": (max_cosine >= duplicate_threshold).tolist(),
+            "luminance_share": (
+                colour_split(w)[2] if w.shape[1] == 3 else torch.full((count,), math.nan)
+            ).tolist(),
         }
     )
 
@@ -372,66 +437,161 @@ def first_layer_filters(
 
 # Study integration: how this probe runs in a study cell and what it adds to the report.
 
+# per-filter summary metrics: metric -> filter_stats column (mean over the shown kernel's filters)
+_FILTER_METRICS = {
+    "filter_temporal_energy": "temporal_energy_fraction",
+    "filter_luminance_share": "luminance_share",
+}
+
+
+def _kernel_metrics(filters: FirstLayerFilters) -> dict[str, float]:
+    rows = filters.table[filters.table["kernel"] == filters.kernel_name]
+    return {name: float(rows[column].mean()) for name, column in _FILTER_METRICS.items()}
+
 
 def _filters_run(context: CellContext) -> ProbeOutput:
-    from stemlab.probes.filters import first_layer_filters
-
     filters = first_layer_filters(context.model)
-    table = filters.table
-    output = ProbeOutput(tables={"filters": table.to_dict(orient="records")})
+    table = filters.table.assign(state="trained")
+    output = ProbeOutput(metrics=_kernel_metrics(filters))
     output.arrays["weight"] = filters.weight.numpy().astype(np.float32)
     if filters.effective is not None:
         output.arrays["effective"] = filters.effective.numpy().astype(np.float32)
-    kind = "effective" if (table["kernel"] == "effective").any() else "conv"
-    rows = table[table["kernel"] == kind]
-    if "temporal_energy_fraction" in rows:
-        output.metrics["filter_temporal_energy"] = float(rows["temporal_energy_fraction"].mean())
+    init_model = context.init_model
+    if init_model is not None:
+        init = first_layer_filters(init_model)
+        for name, value in _kernel_metrics(init).items():
+            output.metrics[f"{name}_init"] = value
+        output.metrics["filter_rel_change"], _ = weight_change(filters.kernel, init.kernel)
+        change = []
+        for kind, trained, before in (
+            ("conv", filters.weight, init.weight),
+            ("effective", filters.effective, init.effective),
+        ):
+            if trained is not None and before is not None:
+                change.append(pd.Series(weight_change(trained, before)[1].tolist(), name=kind))
+        table["rel_change"] = np.nan
+        for series in change:
+            rows = table.index[table["kernel"] == series.name]
+            table.loc[rows, "rel_change"] = series.to_numpy()[table.loc[rows, "filter"]]
+        table = pd.concat([table, init.table.assign(state="init")], ignore_index=True)
+        output.arrays["weight_init"] = init.weight.numpy().astype(np.float32)
+        if init.effective is not None:
+            output.arrays["effective_init"] = init.effective.numpy().astype(np.float32)
+    output.tables["filters"] = table.to_dict(orient="records")
     return output
 
 
 def _filters_figures(view: StudyView) -> list[FigureSpec]:
-    from stemlab.probes.figures import plot_filter_grid
+    from stemlab.probes.figures import plot_filter_change, plot_filter_grid
 
     specs = []
     for _, cell in view.first_seed_cells().iterrows():
         arrays = view.arrays(cell["key"])
-        weight = arrays.get("filters.effective", arrays.get("filters.weight"))
-        if weight is None:
+        factorised = "filters.effective" in arrays
+        name = "filters.effective" if factorised else "filters.weight"
+        if name not in arrays:
             continue
         title = view.label(cell["backbone"], cell["stem"])
-        factorised = "filters.effective" in arrays
-        caption = (
-            f"First-layer filters of {title} after training (seed {int(cell['seed'])}), "
-            "ordered by L2 norm (largest first)"
-            + (
-                "; the (2+1)D stem is shown as its composed t x k x k kernel with the eval-mode "
-                "BN scale folded in (the ReLU between the convolutions is left out)."
-                if factorised
-                else "."
-            )
+        seed = int(cell["seed"])
+        kernel_text = (
+            "the (2+1)D stem as its composed t x k x k kernel with the eval-mode BN scale folded "
+            "in (the ReLU between the convolutions is left out)"
+            if factorised
+            else "the first convolution's weights"
         )
-        tensor = torch.from_numpy(weight.astype("float32"))
-        specs.append(
-            FigureSpec(
-                f"filters_{slug(title)}",
-                caption,
-                lambda tensor=tensor, title=title, factorised=factorised: plot_filter_grid(
-                    tensor,
-                    title=(
-                        f"{title}: composed (2+1)D kernel (BN scale folded, ReLU omitted)"
-                        if factorised
-                        else title
-                    ),
-                ),
+        tensor = torch.from_numpy(arrays[name].astype("float32"))
+        init = arrays.get(f"{name}_init")
+        if init is None:  # a store from before init baselines: the trained filters alone
+            caption = (
+                f"First-layer filters of {title} after training (seed {seed}), ordered by L2 "
+                f"norm (largest first); {kernel_text}."
             )
-        )
+            make = partial(plot_filter_grid, tensor, title=title)
+        else:
+            before = torch.from_numpy(init.astype("float32"))
+            relative, _ = weight_change(tensor, before)
+            caption = (
+                f"First-layer filters of {title} (seed {seed}): trained W, the change W - W0 "
+                f"from the same model before training, and W's luminance and colour-opponent "
+                f"parts with the luminance share of each filter's energy; filters ranked by "
+                f"||w - w0|| (largest change first); ||W - W0|| / ||W0|| = {relative:.2f}; "
+                f"{kernel_text}."
+            )
+            make = partial(plot_filter_change, tensor, before, title=title)
+        specs.append(FigureSpec(f"filters_{slug(title)}", caption, make))
     return specs
+
+
+def _filters_findings(view: StudyView) -> list[str]:
+    cells = view.trained()
+    if cells.empty or "filter_rel_change" not in cells:
+        return []
+    cells = cells.dropna(subset=["filter_rel_change"])
+    if cells.empty:
+        return []
+    arms = cells.assign(arm=view.labels(cells))
+    lines = []
+    parts = []
+    for arm, rows in arms.groupby("arm", sort=False):
+        values = rows["filter_rel_change"].to_numpy(float)
+        spread = f" ({values.min():.2f}-{values.max():.2f})" if len(values) > 1 else ""
+        parts.append(f"{arm} {values.mean():.2f}{spread}")
+    seeds = int(arms.groupby("arm")["seed"].nunique().min())
+    lines.append(
+        "Training moved the stem's first convolution (composed kernel for (2+1)D) by "
+        "||W - W0|| / ||W0|| = " + "; ".join(parts) + f" (mean over {seeds} seed(s), range)."
+    )
+    if view.compare is None or view.holm is None:
+        return lines
+    for metric, what in (
+        ("filter_luminance_share", "luminance share of first-layer filter energy"),
+        ("filter_temporal_energy", "temporal energy fraction of first-layer filters"),
+    ):
+        if f"{metric}_init" not in arms or arms[[metric, f"{metric}_init"]].isna().all().any():
+            continue
+        tests, at_init = [], []
+        for arm, rows in arms.groupby("arm", sort=False):
+            rows = rows.dropna(subset=[metric, f"{metric}_init"])
+            if len(rows) < 2:
+                continue
+            long = pd.concat(
+                [
+                    pd.DataFrame(
+                        {"state": "init", "seed": rows["seed"], "value": rows[f"{metric}_init"]}
+                    ),
+                    pd.DataFrame({"state": "trained", "seed": rows["seed"], "value": rows[metric]}),
+                ],
+                ignore_index=True,
+            )
+            row = view.compare(long, metric="value", by="state", baseline="init").iloc[0]
+            tests.append((arm, row))
+            at_init.append(f"{arm} {rows[f'{metric}_init'].mean():.2f}")
+        if not tests:
+            continue
+        adjusted = view.holm([row["p_value"] for _, row in tests])
+        described = []
+        for (arm, row), p_adj in zip(tests, adjusted):
+            if not np.isfinite(row["ci_low"]):
+                described.append(f"{arm} {row['diff']:+.3f} (no test possible: no spread)")
+                continue
+            verdict = "" if p_adj < 0.05 else ", not distinguishable from init"
+            described.append(
+                f"{arm} {row['diff']:+.3f} (95% CI {row['ci_low']:+.3f} to {row['ci_high']:+.3f}, "
+                f"p_adj {p_adj:.2g}{verdict})"
+            )
+        lines.append(
+            f"Trained minus init, {what} (paired over seeds, Holm over {len(tests)} arms): "
+            + "; ".join(described)
+            + f". At init it is already: {'; '.join(at_init)}."
+        )
+    return lines
 
 
 register_probe(
     StudyProbe(
         name="filters",
-        description="the stem's first-layer filters (composed kernel for (2+1)D stems)",
+        description="the stem's first-layer filters (composed kernel for (2+1)D stems), "
+        "trained and at init",
         run=_filters_run,
         tables=("filters",),
         summary=(
@@ -439,8 +599,25 @@ register_probe(
                 "filter_temporal_energy",
                 "share of first-layer filter energy that varies over time (effective kernel)",
             ),
+            SummaryColumn(
+                "filter_temporal_energy_init", "filter_temporal_energy of the model before training"
+            ),
+            SummaryColumn(
+                "filter_luminance_share",
+                "share of first-layer filter energy on the luminance axis (1,1,1)/sqrt(3); "
+                "1/3 for random filters",
+            ),
+            SummaryColumn(
+                "filter_luminance_share_init", "filter_luminance_share of the model before training"
+            ),
+            SummaryColumn(
+                "filter_rel_change",
+                "||W - W0|| / ||W0|| of the stem's first conv (composed kernel for (2+1)D): how far "
+                "training moved it",
+            ),
         ),
         figures=_filters_figures,
+        findings=_filters_findings,
         order=70,
     )
 )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -40,7 +41,7 @@ from stemlab.probes.contract import (
     register_probe,
 )
 
-__all__ = ["GRAD_CAM_MODES", "attribution_per_frame", "grad_cam"]
+__all__ = ["GRAD_CAM_MODES", "at_chance", "attribution_per_frame", "grad_cam", "pick_per_class"]
 
 GRAD_CAM_MODES: tuple[str, ...] = ("standard", "temporal")
 
@@ -297,6 +298,66 @@ def attribution_per_frame(cam: torch.Tensor) -> torch.Tensor:
 
 
 MIN_MAP_SIZE = 8
+CLIPS_PER_CLASS = 2
+"""Probe clips of each class whose maps a trained cell stores for the figures."""
+FIGURE_FRAMES = 4
+"""Frames of each stored clip (evenly spaced) the figures show."""
+FIGURE_SEEDS = 3
+"""Seeds per arm the study figure shows."""
+
+
+def pick_per_class(labels: torch.Tensor | Sequence[int], per_class: int) -> list[int]:
+    """Indices of the first ``per_class`` samples of every class, class by class (ascending).
+
+    Args:
+        labels: one integer label per sample.
+        per_class: samples kept per class (fewer where a class has fewer).
+
+    Returns:
+        Indices into ``labels``: class 0's first ones, then class 1's, ...
+
+    Raises:
+        ValueError: if ``per_class`` < 1.
+    """
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+        raise ValueError(f"per_class must be an int >= 1, got {per_class!r}")
+    values = [int(v) for v in (labels.tolist() if isinstance(labels, torch.Tensor) else labels)]
+    picked: list[int] = []
+    for label in sorted(set(values)):
+        picked += [i for i, v in enumerate(values) if v == label][:per_class]
+    return picked
+
+
+def at_chance(top1: float, chance: float, n: int | None = None) -> bool:
+    """Whether a model's top-1 accuracy is indistinguishable from chance.
+
+    With ``n`` test clips: the two-sided 95% Clopper-Pearson interval of ``round(top1 * n)``
+    correct out of ``n`` covers ``chance``. Without: ``top1 < chance + 0.05``.
+
+    Args:
+        top1: accuracy, a fraction in [0, 1].
+        chance: chance accuracy (``1 / num_classes``).
+        n: number of test clips, or None when unknown.
+
+    Returns:
+        True when the model is at chance (its Grad-CAM maps then explain no learned decision).
+
+    Raises:
+        ValueError: for a fraction outside [0, 1] or ``n`` < 1.
+    """
+    for name, value in (("top1", top1), ("chance", chance)):
+        if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"{name} must be a fraction in [0, 1], got {value!r}")
+    if n is None:
+        return float(top1) < float(chance) + 0.05
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive int (test clips) or None, got {n!r}")
+    from scipy.stats import beta
+
+    correct = round(float(top1) * int(n))
+    low = 0.0 if correct == 0 else float(beta.ppf(0.025, correct, n - correct + 1))
+    high = 1.0 if correct == n else float(beta.ppf(0.975, correct + 1, n - correct))
+    return low <= float(chance) <= high
 
 
 def default_gradcam_layer(model: torch.nn.Module, inputs: torch.Tensor) -> tuple[str, int]:
@@ -349,47 +410,93 @@ def _gradcam_run(context: CellContext) -> ProbeOutput:
         # per clip, for tests with the clips as replicates (NaN: an all-zero map)
         output.arrays["clip_on_object"] = torch.where(scored, share, torch.nan).numpy()
         output.arrays["clip_area"] = clip_area.numpy()
-        output.arrays["mask"] = context.masks[:2].numpy().astype(np.uint8)
-    output.arrays["cam"] = cam[:2].numpy().astype(np.float16)
-    output.arrays["input"] = context.inputs[:2].numpy().astype(np.float16)
-    output.arrays["labels"] = labels[:2].numpy()
-    output.arrays["predicted"] = predicted[:2].numpy()
+    # For the figures: the first clips of every class, at a few evenly spaced frames.
+    shown = torch.tensor(pick_per_class(labels, CLIPS_PER_CLASS), dtype=torch.long)
+    if cam.ndim == 4:
+        steps = cam.shape[1]
+        frames = np.unique(np.linspace(0, steps - 1, min(FIGURE_FRAMES, steps)).round())
+        frames = torch.from_numpy(frames.astype(np.int64))
+        output.arrays["frames"] = frames.numpy()
+        pick = (shown[:, None], frames[None, :])
+        output.arrays["cam"] = cam[pick].numpy().astype(np.float16)
+        output.arrays["input"] = context.inputs[shown][:, :, frames].numpy().astype(np.float16)
+        if context.masks is not None:
+            output.arrays["mask"] = context.masks[pick].numpy().astype(np.uint8)
+    else:
+        output.arrays["cam"] = cam[shown].numpy().astype(np.float16)
+        output.arrays["input"] = context.inputs[shown].numpy().astype(np.float16)
+        if context.masks is not None:
+            output.arrays["mask"] = context.masks[shown].numpy().astype(np.uint8)
+    output.arrays["labels"] = labels[shown].numpy()
+    output.arrays["predicted"] = predicted[shown].numpy()
     return output
 
 
+def _test_clips(view: StudyView) -> int | None:
+    data = view.config.get("data") or {}
+    count = data.get("test_samples")
+    return int(count) if isinstance(count, (int, np.integer)) and count > 0 else None
+
+
 def _gradcam_figures(view: StudyView) -> list[FigureSpec]:
-    from stemlab.probes.figures import plot_grad_cam_strip
+    from stemlab.probes.figures import plot_grad_cam_grid
 
     specs = []
     names = view.config.get("class_names") or None
-    for _, cell in view.first_seed_cells().iterrows():
-        arrays = view.arrays(cell["key"])
-        if "grad_cam.cam" not in arrays:
+    trained = view.trained()
+    if trained.empty:
+        return specs
+    n_test = _test_clips(view)
+    for (backbone, stem), rows in trained.groupby(["backbone", "stem"], sort=False):
+        panels = []
+        for _, cell in rows.sort_values("seed", kind="stable").iterrows():
+            arrays = view.arrays(cell["key"])
+            if "grad_cam.cam" not in arrays:
+                continue
+            cams = arrays["grad_cam.cam"].astype("float32")
+            frames = arrays.get("grad_cam.frames")
+            if frames is None and cams.ndim == 4:  # stored before frames were picked: all
+                frames = np.arange(cams.shape[1])
+            top1, chance = cell.get("top1"), cell.get("chance")
+            heading = f"seed {int(cell['seed'])}"
+            flat = False
+            if top1 is not None and chance is not None and np.isfinite([top1, chance]).all():
+                flat = at_chance(float(top1), float(chance), n_test)
+                heading += f": test top-1 {100 * top1:.1f}% (chance {100 * chance:.1f}%)"
+            panels.append(
+                {
+                    "clips": arrays["grad_cam.input"].astype("float32"),
+                    "cams": cams,
+                    "masks": arrays.get("grad_cam.mask"),
+                    "labels": arrays["grad_cam.labels"],
+                    "predicted": arrays.get("grad_cam.predicted"),
+                    "frames": None if frames is None else [int(f) for f in frames],
+                    "heading": heading,
+                    "at_chance": flat,
+                }
+            )
+            if len(panels) == FIGURE_SEEDS:
+                break
+        if not panels:
             continue
-        title = view.label(cell["backbone"], cell["stem"])
-        clip = torch.from_numpy(arrays["grad_cam.input"][0].astype("float32"))
-        cam = torch.from_numpy(arrays["grad_cam.cam"][0].astype("float32"))
-        mask = arrays.get("grad_cam.mask")
-        mask = torch.from_numpy(mask[0].astype("float32")) if mask is not None else None
-        true = int(arrays["grad_cam.labels"][0])
-        pred = int(arrays["grad_cam.predicted"][0]) if "grad_cam.predicted" in arrays else None
-        layer = cell.get("gradcam_layer")
+        for panel in panels:
+            if panel["frames"] is None:
+                del panel["frames"]
+        title = view.label(backbone, stem)
+        layer = rows["gradcam_layer"].dropna().iloc[0] if "gradcam_layer" in rows else "?"
+        chance_rule = (
+            f"95% Clopper-Pearson interval of top-1 on the {n_test} test clips covers chance"
+            if n_test
+            else "top-1 below chance + 5 points (test clip count unknown)"
+        )
         specs.append(
             FigureSpec(
                 f"gradcam_{slug(title)}",
-                f"Grad-CAM of {title} (layer {layer}, seed {int(cell['seed'])}) on a probe clip; "
-                "the white outline is the moving object's mask.",
-                lambda clip=clip, cam=cam, mask=mask, true=true, pred=pred, title=title: (
-                    plot_grad_cam_strip(
-                        clip,
-                        cam,
-                        mask=mask,
-                        true_label=true,
-                        predicted_label=pred,
-                        class_names=names,
-                        title=title,
-                    )
-                ),
+                f"Grad-CAM of {title} (layer {layer}): the first {CLIPS_PER_CLASS} probe clips "
+                f"of each class, for {len(panels)} seed(s), each with its true and predicted "
+                "class; the white outline is the moving object's mask. A model is marked "
+                f"'at chance' when the {chance_rule}: its map explains no learned decision.",
+                partial(plot_grad_cam_grid, panels, class_names=names, title=title),
             )
         )
     return specs
