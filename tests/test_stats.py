@@ -597,7 +597,7 @@ def test_sign_flip_exact_p_matches_enumeration_and_scipy() -> None:
     a = np.array([10, 20, 30, 20, 10, 40, 30, 20, 25, 35]) / 50
     b = a + np.array([1, 1, 0, 2, -1, 1, 0, 1, 1, 2]) / 50
     assert float(sign_flip(a, b)["p"]) == pytest.approx(_flip_p_by_enumeration(b - a), rel=1e-12)
-    # Beyond 16 pairs: random sign patterns, within Monte-Carlo error of the exact p.
+    # Beyond 13 pairs: random sign patterns, within Monte-Carlo error of the exact p.
     a = rng.uniform(0.3, 0.9, 18)
     b = a + rng.normal(0.03, 0.1, 18)
     exact = _flip_p_by_enumeration(b - a)
