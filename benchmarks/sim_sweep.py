@@ -45,10 +45,7 @@ def simulate(
 def p_values(values: np.ndarray, pairs: list[tuple[int, int]], test: str) -> np.ndarray:
     a = values[:, [i for i, _ in pairs]]
     b = values[:, [j for _, j in pairs]]
-    if test == "sign-flip":
-        p = sign_flip(a, b, interval=False)["p"]
-    else:
-        p = paired_t(a, b)["p"]
+    p = sign_flip(a, b, interval=False)["p"] if test == "sign-flip" else paired_t(a, b)["p"]
     return np.where(np.isnan(p), 1.0, p)  # no spread: no test, never significant
 
 
