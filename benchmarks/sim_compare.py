@@ -11,7 +11,10 @@ Reported per design, n and mode (all 21 pairs, or baseline vs the 6 others):
   fwer: share of studies with at least one significant (Holm-adjusted) comparison under the null;
   fpr_raw / fpr_holm: share of comparisons with raw p < alpha / adjusted p < alpha under the null;
   power_raw / power_holm (effect k sd): share of studies where the baseline-vs-shifted comparison
-  has raw p < alpha / is significant after Holm.
+  has raw p < alpha / is significant after Holm;
+  cover_sim / cover_unadj: share of null studies where every one of the m intervals covers the
+  true difference, for compare()'s default simultaneous intervals (Bonferroni, each at
+  1 - alpha/m; must be >= 1 - alpha) and for unadjusted 95% intervals.
 
     python benchmarks/sim_compare.py [--studies 5000] [--seed 0]
 """
@@ -52,6 +55,16 @@ def p_values(values: np.ndarray, pairs: list[tuple[int, int]], design: str) -> n
     return test(a, b)["p"]
 
 
+def joint_coverage(
+    values: np.ndarray, pairs: list[tuple[int, int]], design: str, confidence: float
+) -> float:
+    """Share of studies whose every interval covers the true difference (0 under the null)."""
+    a = values[:, [i for i, _ in pairs]]
+    b = values[:, [j for _, j in pairs]]
+    result = (paired_t if design == "paired" else welch_t)(a, b, confidence=confidence)
+    return float(((result["ci_low"] <= 0) & (result["ci_high"] >= 0)).all(axis=1).mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=5000)
@@ -63,13 +76,14 @@ def main() -> None:
         "baseline": [(0, j) for j in range(1, GROUPS)],
     }
     start = time.perf_counter()
-    header = ["design", "n", "mode", "fwer", "fpr_raw", "fpr_holm"]
+    header = ["design", "n", "mode", "fwer", "fpr_raw", "fpr_holm", "cover_sim", "cover_unadj"]
     header += [f"power_raw@{e:g}sd" for e in EFFECTS] + [f"power_holm@{e:g}sd" for e in EFFECTS]
     print(" | ".join(header))
     for design, n, (mode, pairs) in itertools.product(
         ("paired", "welch"), (2, 3, 5), modes.items()
     ):
-        null = p_values(simulate(rng, args.studies, n, design, 0.0), pairs, design)
+        null_values = simulate(rng, args.studies, n, design, 0.0)
+        null = p_values(null_values, pairs, design)
         adjusted = holm(null)
         row = [
             design,
@@ -78,6 +92,8 @@ def main() -> None:
             f"{(adjusted < ALPHA).any(axis=1).mean():.4f}",
             f"{(null < ALPHA).mean():.4f}",
             f"{(adjusted < ALPHA).mean():.4f}",
+            f"{joint_coverage(null_values, pairs, design, 1 - ALPHA / len(pairs)):.4f}",
+            f"{joint_coverage(null_values, pairs, design, 1 - ALPHA):.4f}",
         ]
         target = pairs.index((0, GROUPS - 1))
         raw_power, holm_power = [], []

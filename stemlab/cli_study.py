@@ -95,6 +95,43 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan_study(args: argparse.Namespace) -> int:
+    """Print the seeds each non-significant accuracy comparison needs for 80% power."""
+    import json
+
+    import pandas as pd
+
+    from stemlab.report.power import plan_table, plan_text
+
+    out = Path(args.dir)
+    cells_path, manifest_path = out / "tables" / "cells.csv", out / "manifest.json"
+    for path in (cells_path, manifest_path):
+        if not path.is_file():
+            raise CLIError(f"plan: {path} not found (is {out} a finished study folder?)")
+    try:
+        config = json.loads(manifest_path.read_text()).get("config") or {}
+    except json.JSONDecodeError as error:
+        raise CLIError(f"plan: {manifest_path} is not valid JSON ({error})") from None
+    baseline = config.get("baseline") or (config.get("findings") or {}).get("baseline")
+    family = config.get("comparisons", "baseline")
+    table = plan_table(pd.read_csv(cells_path), family=family, baseline=baseline, alpha=args.alpha)
+    print(plan_text(table))
+    return 0
+
+
+def _add_plan_parser(commands: Any) -> None:
+    plan = commands.add_parser(
+        "plan",
+        help="seeds each non-significant accuracy comparison needs for 80%% power",
+        description="Read DIR/tables/cells.csv and DIR/manifest.json; for each comparison of "
+        "the study's declared family that is not significant, print the observed difference, "
+        "its sd and the seeds a paired t-test at the corrected level needs for 80%% power.",
+    )
+    plan.add_argument("dir", help="study output folder, e.g. reports/stem_ablation")
+    plan.add_argument("--alpha", type=float, default=0.05, help="family-wise level (0.05)")
+    plan.set_defaults(handler=_plan_study)
+
+
 def _workers(text: str) -> int | str:
     return "auto" if text == "auto" else positive_int(text)
 
@@ -102,7 +139,7 @@ def _workers(text: str) -> int | str:
 def add_study_parser(subparsers: Any) -> None:
     """``stemlab study run PATH [--quick] [--out DIR] [--executor local|ray] [--workers N] ...``."""
     parser = subparsers.add_parser("study", help="run a study script")
-    commands = parser.add_subparsers(dest="study_command", required=True, metavar="run")
+    commands = parser.add_subparsers(dest="study_command", required=True, metavar="run|plan")
     run = commands.add_parser(
         "run",
         help="run every cell of a study (finished cells are skipped) and write its report",
@@ -139,6 +176,7 @@ def add_study_parser(subparsers: Any) -> None:
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary lines")
     run.set_defaults(handler=_run_study)
+    _add_plan_parser(commands)
 
 
 def add_report_parser(subparsers: Any) -> None:
