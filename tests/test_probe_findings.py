@@ -148,7 +148,7 @@ def test_cka_reference_switches_to_the_best_learning_arm_when_the_baseline_is_at
     # r2d: 48, 50 and 52 of 200 correct at chance 1/4; the largest one-sided p is seed 0's
     worst = _binomial_tail(48, 200, 0.25)
     assert lines[0].startswith(
-        "CKA against `r2d` is uninformative: its test top-1 is not above chance by a tested "
+        "CKA against `r2d` is uninformative: its top-1 is not above chance by a tested "
         "margin (mean test top-1 25.0% vs chance 25.0%; one-sided exact binomial test per seed "
         f"on 200 test clips, largest p {worst:.2g} over 3 seeds). The CKA findings use the "
         "best-learning arm `c3d` as the reference instead (mean test top-1 96.0%"
@@ -358,3 +358,26 @@ def test_per_model_gradcam_uses_clips_as_replicates_and_holm():
     assert "Holm over 3 models" in text
     assert "2 of 2 `c3d` models beat the uniform map (+19.2 points (95% CI +17.8" in text
     assert "none of the `r2d` models does" in text
+
+
+def test_cka_reference_reads_each_cells_clip_count_and_split():
+    cells = _top1_cells({"r2d": [0.30, 0.33, 0.31], "c3d": [0.9, 0.9, 0.9]})
+    cells["test_clips"] = [100, 120, 100, 100, 100, 100]
+    reference = cka_reference(_view(cells, {}), "m")
+    worst = max(
+        _binomial_tail(k, n, 0.25) for k, n in ((30, 100), (round(0.33 * 120), 120), (31, 100))
+    )
+    assert reference.text["r2d"] == (
+        "mean test top-1 31.3% vs chance 25.0%; one-sided exact binomial test per seed on 100-120 "
+        f"test clips, largest p {worst:.2g} over 3 seeds"
+    )
+    assert reference.stem == ("r2d" if worst < 0.05 else "c3d")
+    # a study without a test split scores top1 on validation: the config's val_samples count
+    cells = _top1_cells({"r2d": [0.9, 0.9, 0.9]}).assign(top1_split="validation")
+    view = _view(cells, {})
+    view.config = {"data": {"val_samples": 40, "test_samples": 999}}
+    reference = cka_reference(view, "m")
+    assert reference.text["r2d"].startswith("mean validation top-1 90.0% vs chance 25.0%; ")
+    assert "on 40 validation clips, largest p" in reference.text["r2d"]
+    with pytest.raises(ValueError, match=r"clips must hold one count per top1 value \(2\), got 3"):
+        arm_learned([0.5, 0.6], 0.25, [10, 10, 10])

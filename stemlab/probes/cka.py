@@ -791,59 +791,90 @@ def _chance(view: StudyView, rows: pd.DataFrame) -> float | None:
     return 1.0 / float(classes) if classes else None
 
 
-def _test_clips(view: StudyView, rows: pd.DataFrame) -> int | None:
-    if (
-        "test_samples" in rows
-        and pd.to_numeric(rows["test_samples"], errors="coerce").notna().any()
-    ):
-        return int(pd.to_numeric(rows["test_samples"], errors="coerce").dropna().iloc[0])
-    count = (view.config.get("data") or {}).get("test_samples")
-    return int(count) if isinstance(count, (int, float)) and count > 0 else None
+def _split(rows: pd.DataFrame) -> str:
+    """The split ``top1`` was scored on: ``"test"``, or ``"validation"`` in studies without one."""
+    if "top1_split" in rows and (rows["top1_split"] == "validation").all():
+        return "validation"
+    return "test"
+
+
+def _scored_clips(view: StudyView, rows: pd.DataFrame) -> list[int] | None:
+    """The clips each row's ``top1`` was scored on (``test_clips``, else the config's count)."""
+    for column in ("test_clips", "test_samples"):
+        if column in rows:
+            counts = pd.to_numeric(rows[column], errors="coerce")
+            if counts.notna().all() and (counts > 0).all():
+                return [int(c) for c in counts]
+    data = view.config.get("data") or {}
+    count = data.get("val_samples" if _split(rows) == "validation" else "test_samples")
+    if isinstance(count, (int, float)) and not isinstance(count, bool) and count > 0:
+        return [int(count)] * len(rows)
+    return None
 
 
 def arm_learned(
-    top1: Sequence[float], chance: float, test_clips: int | None, *, alpha: float = LEARNED_ALPHA
+    top1: Sequence[float],
+    chance: float,
+    clips: int | Sequence[int] | None,
+    *,
+    alpha: float = LEARNED_ALPHA,
+    split: str = "test",
 ) -> tuple[bool | None, str]:
-    """Whether an arm's test top-1 is above chance by a tested margin.
+    """Whether an arm's top-1 is above chance by a tested margin.
 
-    With the number of test clips known, every seed's model must beat chance in a one-sided
+    With the number of scored clips known, every seed's model must beat chance in a one-sided
     exact binomial test (``round(top1 * clips)`` correct of ``clips``; intersection-union, so
     the claim "every seed's model learned" holds at ``alpha``): CKA is seed-paired, so each
     seed's reference model must have learned. Otherwise a one-sided one-sample t-test over seeds
     of ``top1 - chance > 0``.
 
     Args:
-        top1: each seed's test top-1 (fraction).
+        top1: each seed's top-1 (fraction).
         chance: 1 / number of classes.
-        test_clips: test clips per seed, or None when unknown.
+        clips: clips each seed was scored on (one count for all, or one per seed), or None.
         alpha: the level.
+        split: the split's name, for the description.
 
     Returns:
         ``(learned, description)``; ``learned`` is None when no test is possible (one seed and
         no clip count, or seeds with no spread).
+
+    Raises:
+        ValueError: per-seed clip counts that do not match ``top1``.
     """
     from scipy import stats
 
     values = np.asarray([float(v) for v in top1], dtype=float)
-    values = values[np.isfinite(values)]
+    counts = None
+    if clips is not None and not isinstance(clips, (int, np.integer)):
+        counts = [int(c) for c in clips]
+        if len(counts) != len(values):
+            raise ValueError(
+                f"clips must hold one count per top1 value ({len(values)}), got {len(counts)}"
+            )
+    elif clips:
+        counts = [int(clips)] * len(values)
+    finite = np.isfinite(values)
+    values = values[finite]
     n = len(values)
     if n == 0:
         return None, "no finished seed"
-    if test_clips:
+    plural = "s" if n != 1 else ""
+    if counts:
+        counts = [c for c, keep in zip(counts, finite) if keep]
         p = [
-            stats.binomtest(
-                round(float(v) * test_clips), test_clips, chance, alternative="greater"
-            ).pvalue
-            for v in values
+            stats.binomtest(round(float(v) * c), c, chance, alternative="greater").pvalue
+            for v, c in zip(values, counts)
         ]
         worst = float(max(p))
+        sizes = f"{counts[0]}" if len(set(counts)) == 1 else f"{min(counts)}-{max(counts)}"
         return worst < alpha, (
-            f"one-sided exact binomial test per seed on {test_clips} test clips, largest p "
-            f"{worst:.2g} over {n} seed{'s' if n != 1 else ''}"
+            f"one-sided exact binomial test per seed on {sizes} {split} clips, largest p "
+            f"{worst:.2g} over {n} seed{plural}"
         )
     margin = values - chance
     if n < 2:
-        return None, "one seed and no test clip count: no test possible"
+        return None, f"one seed and no {split} clip count: no test possible"
     if np.ptp(margin) <= 1e-12 * max(1.0, float(np.abs(margin).max())):
         return None, f"the {n} seeds have the same top-1: no t-test possible without a clip count"
     p = float(stats.ttest_1samp(margin, 0.0, alternative="greater").pvalue)
@@ -869,16 +900,18 @@ def cka_reference(view: StudyView, backbone: str) -> CkaReference:
     chance = _chance(view, cells) if not cells.empty else None
     if cells.empty or "top1" not in cells or chance is None:
         return CkaReference(requested, requested, {}, {})
-    clips = _test_clips(view, cells)
+    split = _split(cells)
     means = cells.groupby("stem", sort=False)["top1"].mean()
     learned: dict[str, bool | None] = {}
     text: dict[str, str] = {}
 
     def check(stem: str) -> bool:
-        values = cells.loc[cells["stem"] == stem, "top1"]
-        learned[stem], how = arm_learned(values, chance, clips)
+        rows = cells[cells["stem"] == stem]
+        learned[stem], how = arm_learned(
+            rows["top1"], chance, _scored_clips(view, rows), split=split
+        )
         text[stem] = (
-            f"mean test top-1 {100 * means[stem]:.1f}% vs chance {100 * chance:.1f}%; {how}"
+            f"mean {split} top-1 {100 * means[stem]:.1f}% vs chance {100 * chance:.1f}%; {how}"
         )
         return bool(learned[stem])
 
@@ -895,14 +928,14 @@ def _reference_line(reference: CkaReference, where: str) -> str | None:
     if requested is None or not reference.text:
         return (
             f"CKA{where}: whether the reference `{requested}` learned could not be tested (no "
-            "test top-1 and chance level in the cells)."
+            "top-1 and chance level in the cells)."
             if requested is not None
             else None
         )
     if reference.stem == requested:
         return f"CKA reference{where} `{requested}` learned ({reference.text[requested]})."
-    lead = f"CKA against `{requested}`{where} is uninformative: its test top-1 is not above chance "
-    lead += f"by a tested margin ({reference.text.get(requested, 'not in the cells')})"
+    lead = f"CKA against `{requested}`{where} is uninformative: its top-1 is not above chance by "
+    lead += f"a tested margin ({reference.text.get(requested, 'not in the cells')})"
     if reference.stem is not None:
         return (
             f"{lead}. The CKA findings use the best-learning arm `{reference.stem}` as the "
