@@ -247,8 +247,8 @@ def test_training_change_findings_say_what_is_already_there_at_init():
         f"-0.18 trained; training moved the gap by {gap.mean():+.2f} (95% CI"
     )
     assert (
-        "Training made the difference for `wide` (+0.18 trained vs +0.00 at init, not "
-        "distinguishable;"
+        "Training made the difference for `wide` (+0.18 trained vs +0.00 at init (not "
+        "distinguishable there);"
     ) in between
 
 

@@ -156,7 +156,7 @@ def _between_line(
         elif t["significant"]:
             made.append(
                 f"`{stem}` ({_number(t['diff'], digits)} trained vs {_number(i['diff'], digits)} "
-                f"at init{', not distinguishable' if not i['significant'] else ', reversed'}; "
+                f"at init{' (not distinguishable there)' if not i['significant'] else ', reversed'}; "
                 f"{gap})"
             )
         elif i["significant"]:
