@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from small_models import small_kwargs
+from small_models import randomized, small_kwargs
 from torch import nn
 
 import stemlab
@@ -228,3 +228,64 @@ def test_time_folded_layers_of_recurrent_backbones() -> None:
 def test_probes_namespace_exports() -> None:
     for name in ("record_activations", "flops_table", "latency", "grad_cam", "first_layer_filters"):
         assert callable(getattr(probes, name))
+
+
+def test_study_activations_record_the_untrained_model_too(tmp_path) -> None:
+    import copy
+
+    import pandas as pd
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from stemlab.probes.contract import CellContext, StudyView
+
+    x = _clip(n=2, size=16)
+    model = _small("r2plus1d_18", stem="basic:width=4")
+    init = randomized(_small("r2plus1d_18", stem="basic:width=4"), seed=5)
+    context = CellContext(
+        kind="trained", model=model, inputs=x, config={}, device=torch.device("cpu"),
+        init_model=init,
+    )  # fmt: skip
+    output = activations._run_in_study(context)
+    table = pd.DataFrame(output.tables["activations"])
+    with torch.no_grad(), record_activations(init) as recorder:
+        init(x)
+    direct = recorder.table()
+    mine = table[table["state"] == "init"].drop(columns=["state", "role"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(mine, direct)
+    assert (table["state"] == "trained").sum() == len(direct)
+    stem = direct[direct["module"] == "stem"]["dead_channel_fraction"].iloc[0]
+    assert output.metrics["dead_channel_fraction_init"] == stem
+    # a profile cell's model is untrained: its rows are "init", and it has no metric
+    profile = activations._run_in_study(
+        CellContext(kind="profile", model=model, inputs=x, config={}, device=torch.device("cpu"))
+    )
+    assert profile.metrics == {}
+    assert {row["state"] for row in profile.tables["activations"]} == {"init"}
+    # the figure of trained minus init: a copy of the model changes nothing
+    same = activations._run_in_study(
+        CellContext(kind="trained", model=model, inputs=x, config={}, device=torch.device("cpu"),
+                    init_model=copy.deepcopy(model))
+    )  # fmt: skip
+    rows = []
+    for key, out in (("a0", output), ("b0", same)):
+        rows += [
+            {"key": key, "backbone": "m", "stem": key[0], "source": "trained", **row}
+            for row in out.tables["activations"]
+        ]
+    cells = pd.DataFrame(
+        [{"key": k, "backbone": "m", "stem": k[0], "seed": 0, "kind": "train", "status": "ok"}
+         for k in ("a0", "b0")]
+    )  # fmt: skip
+    view = StudyView(
+        config={}, cells=cells, summary=pd.DataFrame(),
+        tables={"activations": pd.DataFrame(rows)}, arrays=lambda key: {},
+    )  # fmt: skip
+    specs = {spec.name: spec for spec in activations._figures(view)}
+    assert set(specs) == {"activations_trained", "activations_change"}
+    figure = specs["activations_change"].make()
+    b_line = figure.axes[0].get_lines()[1]
+    assert b_line.get_label() == "b"
+    np.testing.assert_array_equal(b_line.get_ydata(), np.zeros(5))  # 5 roles, no change
+    a_line = figure.axes[0].get_lines()[0]
+    assert np.abs(a_line.get_ydata()).max() > 0
+    FigureCanvasAgg(figure).print_png(tmp_path / "change.png")

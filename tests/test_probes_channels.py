@@ -399,3 +399,122 @@ def test_ablation_curve_steps_match_the_full_curve() -> None:
     merged = few.merge(full, on=["order", "removed"], suffixes=("_few", "_full"))
     assert len(merged) == 6
     assert (merged["metric_value_few"] == merged["metric_value_full"]).all()
+
+
+# --- initialisation baselines in study cells --------------------------------------------------
+
+
+def _context(model: nn.Module, init: nn.Module | None, data: list[tuple]):
+    from stemlab.probes.contract import CellContext
+
+    return CellContext(
+        kind="trained",
+        model=model,
+        inputs=data[0][0],
+        labels=data[0][1],
+        config={"seed": 0},
+        device=torch.device("cpu"),
+        batches=lambda: iter(data),
+        options={"probe_samples": 8},
+        init_model=init,
+    )
+
+
+def _usage_quarter(model: nn.Module) -> float:
+    shares = np.sort(channel_usage(model)["share"].to_numpy())[::-1]
+    return float(shares[: round(len(shares) / 4)].sum())
+
+
+def test_usage_and_redundancy_report_the_untrained_model_beside_the_trained_one() -> None:
+    from stemlab.probes.channel_redundancy import _redundancy_run
+    from stemlab.probes.channel_usage import _usage_run
+
+    data = _batches("r2plus1d_18", count=2, n=4)
+    model = _small("r2plus1d_18", "basic:width=8", seed=0).eval()
+    init = _small("r2plus1d_18", "basic:width=8", seed=1).eval()
+    usage = _usage_run(_context(model, init, data))
+    assert usage.metrics["usage_top_quarter"] == pytest.approx(_usage_quarter(model), rel=1e-12)
+    assert usage.metrics["usage_top_quarter_init"] == pytest.approx(_usage_quarter(init), rel=1e-12)
+    assert usage.metrics["usage_top_quarter_init"] != usage.metrics["usage_top_quarter"]
+    assert set(usage.metrics) == {
+        f"usage_{m}{s}" for m in ("channels_90", "fraction_90", "top_share", "top_quarter")
+        for s in ("", "_init")
+    }  # fmt: skip
+    rows = pd.DataFrame(usage.tables["channel_usage"])
+    assert rows["state"].value_counts().to_dict() == {"trained": 8, "init": 8}
+    np.testing.assert_allclose(
+        rows.loc[rows["state"] == "init", "share"], channel_usage(init)["share"], rtol=1e-12
+    )
+    redundancy = _redundancy_run(_context(model, init, data))
+    direct = channel_redundancy(init, data)
+    assert redundancy.metrics["effective_rank_init"] == pytest.approx(
+        direct.attrs["effective_rank"], rel=1e-12
+    )
+    assert redundancy.metrics["effective_rank_fraction_init"] == pytest.approx(
+        direct.attrs["effective_rank"] / 8, rel=1e-12
+    )
+    assert redundancy.metrics["mean_abs_correlation_init"] == pytest.approx(
+        direct["correlation"].abs().mean(), rel=1e-12
+    )
+    no_init = _redundancy_run(_context(model, None, data))
+    assert not any(k.endswith("_init") for k in no_init.metrics)
+    assert no_init.metrics == {
+        k: v for k, v in redundancy.metrics.items() if not k.endswith("_init")
+    }
+
+
+def test_a_model_whose_weights_equal_its_init_has_zero_change_in_every_finding() -> None:
+    from stemlab.probes.activations import _findings as activation_findings
+    from stemlab.probes.activations import _run_in_study
+    from stemlab.probes.channel_redundancy import _redundancy_findings, _redundancy_run
+    from stemlab.probes.channel_usage import _usage_findings, _usage_run
+    from stemlab.probes.contract import StudyView
+    from stemlab.report.stats import compare, holm
+
+    data = _batches("r2plus1d_18", count=2, n=4)
+    rows = []
+    for stem in ("basic", "r2plus1d"):
+        for seed in range(3):
+            model = _small("r2plus1d_18", f"{stem}:width=8", seed=seed).eval()
+            context = _context(model, copy.deepcopy(model), data)
+            metrics = {}
+            for run in (_usage_run, _redundancy_run, _run_in_study):
+                metrics.update(run(context).metrics)
+            for name, value in metrics.items():
+                if name.endswith("_init"):
+                    assert value == metrics[name.removesuffix("_init")], name
+            rows.append({"key": f"{stem}{seed}", "kind": "train", "status": "ok",
+                         "backbone": "r2plus1d_18", "stem": stem, "seed": seed, **metrics})  # fmt: skip
+    view = StudyView(
+        config={},
+        cells=pd.DataFrame(rows),
+        summary=pd.DataFrame(),
+        tables={},
+        arrays=lambda key: {},
+        compare=compare,
+        baseline="basic",
+        holm=holm,
+    )
+    for findings in (_usage_findings, _redundancy_findings, activation_findings):
+        change, between = findings(view)
+        assert change.endswith(
+            "no change distinguishable for `basic` (exactly 0 on every seed), `r2plus1d` "
+            "(exactly 0 on every seed)."
+        )
+        assert "training changed it" not in change
+        assert "training made the difference" not in between
+        assert "gone after training" not in between
+    cells = view.cells
+    gap = (
+        cells.loc[cells["stem"] == "r2plus1d", "effective_rank_fraction"].mean()
+        - cells.loc[cells["stem"] == "basic", "effective_rank_fraction"].mean()
+    )
+    assert gap < -0.1  # the (2+1)D stem's lower rank is the architecture: there before training
+    assert _redundancy_findings(view)[1].endswith(
+        f"Holm over 1 stem in each state): the difference is already there at init for "
+        f"`r2plus1d` ({gap:+.2f} at init vs {gap:+.2f} trained; training did not move the gap "
+        "distinguishably (+0.00))."
+    )
+    assert _usage_findings(view)[1].endswith(
+        "not distinguishable at init or trained for `r2plus1d`."
+    )

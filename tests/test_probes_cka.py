@@ -9,6 +9,7 @@ import weakref
 from collections.abc import Iterator
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from small_models import small_kwargs
@@ -279,3 +280,133 @@ def test_cka_validation() -> None:
         cka_from_grams({"a": [np.eye(4)]}, {"b": [np.eye(4), np.eye(4)]})
     with pytest.raises(ValueError, match="expected \\(4, 4\\)"):
         cka_from_grams({"a": [np.eye(4)]}, {"b": [np.eye(5)]})
+
+
+# --- the study integration: seed-paired stem x stem CKA, trained and before training ---------
+
+
+def _cka_study(stems: tuple[str, ...] = ("basic", "r2d"), seeds: tuple[int, ...] = (0, 1, 2)):
+    from stemlab.probes.contract import CellContext, StudyView
+
+    data = list(_batches("r2plus1d_18", 2, n=6))
+    arrays, rows, models = {}, [], {}
+    for stem in stems:
+        for seed in seeds:
+            model = _small("r2plus1d_18", seed, stem=f"{stem}:width=4").eval()
+            init = _small("r2plus1d_18", 100 + seed, stem=f"{stem}:width=4").eval()
+            context = CellContext(
+                kind="trained",
+                model=model,
+                inputs=data[0][0],
+                config={"seed": seed},
+                device=torch.device("cpu"),
+                batches=lambda: iter(data),
+                options={"probe_samples": 12},
+                init_model=init,
+            )
+            key = f"{stem}-{seed}"
+            output = cka_module._cka_run(context)
+            arrays[key] = {f"cka.{name}": value for name, value in output.arrays.items()}
+            models[(stem, seed)] = {"trained": model, "init": init}
+            rows.append(
+                {"key": key, "kind": "train", "status": "ok", "backbone": "r2plus1d_18",
+                 "stem": stem, "seed": seed}
+            )  # fmt: skip
+    view = StudyView(
+        config={},
+        cells=pd.DataFrame(rows),
+        summary=pd.DataFrame(),
+        tables={},
+        arrays=arrays.__getitem__,
+        baseline=stems[-1],
+    )
+    return view, models, data
+
+
+def test_study_cka_pairs_stems_by_seed_in_both_states_and_matches_cka_of_the_models() -> None:
+    view, models, data = _cka_study()
+    tables = cka_module._cka_combine(view)
+    table, matrix = tables["cka"], tables["cka_matrix"]
+    roles = ["stem output", "layer1", "layer2", "layer3", "layer4"]
+    assert list(dict.fromkeys(table["layer"])) == roles
+    counts = table.groupby(["comparison", "state"]).size().to_dict()
+    # 3 seeds x 1 stem pair x 5 layers, both orders; 2 stems x 3 seed pairs x 5 layers
+    assert counts == {
+        ("same_stem_other_seed", "init"): 30,
+        ("same_stem_other_seed", "trained"): 30,
+        ("stem_pair", "init"): 30,
+        ("stem_pair", "trained"): 30,
+    }
+    layers = cka_module.default_cka_layers(models[("basic", 0)]["trained"])
+    for state in ("trained", "init"):
+        direct = cka(models[("basic", 1)][state], models[("r2d", 1)][state], data)
+        direct = direct[direct["layer_a"] == direct["layer_b"]].set_index("layer_a")["cka"]
+        for role, layer in zip(roles, layers):
+            for stem, reference in (("basic", "r2d"), ("r2d", "basic")):
+                (value,) = table.loc[
+                    (table["comparison"] == "stem_pair")
+                    & (table["state"] == state)
+                    & (table["stem"] == stem)
+                    & (table["reference"] == reference)
+                    & (table["seed"] == 1)
+                    & (table["layer"] == role),
+                    "cka",
+                ]
+                assert value == pytest.approx(direct[layer], rel=1e-9, abs=1e-12)
+        floor = cka(models[("r2d", 0)][state], models[("r2d", 2)][state], data, layers=layers)
+        floor = floor[floor["layer_a"] == floor["layer_b"]]["cka"].to_numpy()
+        got = table[
+            (table["comparison"] == "same_stem_other_seed")
+            & (table["state"] == state)
+            & (table["stem"] == "r2d")
+            & (table["seed"] == 0)
+            & (table["seed_b"] == 2)
+        ]["cka"].to_numpy()
+        np.testing.assert_allclose(got, floor, rtol=1e-9, atol=1e-12)
+    # the matrix: seed means off the diagonal, seed-pair means on it
+    pairs = table[(table["comparison"] == "stem_pair") & (table["stem"] == "basic")]
+    expected = pairs.groupby(["state", "layer"])["cka"].mean()
+    off = matrix[(matrix["stem_a"] == "basic") & (matrix["stem_b"] == "r2d")]
+    assert len(off) == 10 and set(off["kind"]) == {"stem_pair"} and set(off["n"]) == {3}
+    for row in off.itertuples():
+        assert row.cka_mean == pytest.approx(expected[(row.state, row.layer)], rel=1e-12)
+    diagonal = matrix[matrix["stem_a"] == matrix["stem_b"]]
+    assert set(diagonal["kind"]) == {"seed_floor"} and set(diagonal["n"]) == {3}
+    # untrained networks of different seeds are not the trained ones: the states differ
+    trained = table[table["state"] == "trained"]["cka"].to_numpy()
+    initial = table[table["state"] == "init"]["cka"].to_numpy()
+    assert not np.allclose(trained, initial)
+
+
+def test_study_cka_of_a_cell_without_init_grams_has_trained_rows_only() -> None:
+    view, _, _ = _cka_study(seeds=(0, 1))
+    stored = {key: view.arrays(key) for key in view.cells["key"]}
+    for value in stored.values():
+        for name in [n for n in value if n.startswith("cka.init_gram.")]:
+            del value[name]
+    view.arrays = stored.__getitem__
+    table = cka_module._cka_combine(view)["cka"]
+    assert set(table["state"]) == {"trained"}
+    assert len(table) == 2 * 5 * 2 + 2 * 1 * 5
+
+
+def test_cka_matrix_figure_renders(tmp_path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    view, _, _ = _cka_study(stems=("basic", "c3d", "r2d"), seeds=(0, 1))
+    view.tables = cka_module._cka_combine(view)
+    specs = {spec.name: spec for spec in cka_module._cka_figures(view)}
+    # no top1 in the cells: the reference stays the baseline (its learning cannot be tested)
+    assert set(specs) == {"cka_by_stage", "cka_matrix"}
+    figure = specs["cka_matrix"].make()
+    axes = [ax for ax in figure.axes if ax.get_title() or ax.get_ylabel()]
+    assert len([ax for ax in figure.axes if ax.images]) == 2 * 5
+    assert [ax.get_title() for ax in axes[:5]] == [
+        "stem output",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+    ]
+    FigureCanvasAgg(figure).print_png(tmp_path / "cka_matrix.png")
+    assert (tmp_path / "cka_matrix.png").stat().st_size > 10_000

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 from stemlab._validation import check_positive_int
+from stemlab.probes._baselines import init_columns, on_trained_and_init, training_change_findings
 from stemlab.probes._modules import (
     ModuleSelector,
     check_model,
@@ -281,20 +282,28 @@ def record_activations(
 
 
 def _run_in_study(context: CellContext) -> ProbeOutput:
-    model, inputs = context.model, context.inputs
-    with torch.no_grad(), record_activations(model) as recorder:
-        model(inputs.to(context.device))
-    table = recorder.table()
-    roles = stage_roles(model)
-    table.insert(1, "role", table["module"].map(roles))
-    output = ProbeOutput(tables={"activations": table.to_dict(orient="records")})
-    if context.kind == "trained":
+    inputs = context.inputs.to(context.device)
+
+    def measure(model: nn.Module) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+        with torch.no_grad(), record_activations(model) as recorder:
+            model(inputs)
+        table = recorder.table()
+        table.insert(1, "role", table["module"].map(stage_roles(model)))
+        metrics: dict[str, Any] = {}
         stem_rows = table[table["module"] == "stem"]
-        if not stem_rows.empty:
-            output.metrics["dead_channel_fraction"] = float(
-                stem_rows["dead_channel_fraction"].iloc[0]
-            )
-    return output
+        if context.kind == "trained" and not stem_rows.empty:
+            metrics["dead_channel_fraction"] = float(stem_rows["dead_channel_fraction"].iloc[0])
+        return metrics, {"activations": table.to_dict(orient="records")}
+
+    return on_trained_and_init(context, measure)
+
+
+def _findings(view: StudyView) -> list[str]:
+    return training_change_findings(
+        view,
+        "dead_channel_fraction",
+        "Fraction of stem output channels never positive on the probe batch",
+    )
 
 
 _ROLE_STATS = ("std", "zero_fraction", "dead_channel_fraction", "temporal_std")
@@ -328,6 +337,8 @@ def _figures(view: StudyView) -> list[FigureSpec]:
         rows = table[table["source"] == source]
         if source == "trained":
             rows = rows[rows["key"].isin(first)]
+            if "state" in rows:
+                rows = rows[rows["state"] == "trained"]
         if rows.empty:
             continue
         rows = rows.assign(group=[view.label(b, s) for b, s in zip(rows["backbone"], rows["stem"])])
@@ -341,6 +352,21 @@ def _figures(view: StudyView) -> list[FigureSpec]:
                 lambda rows=rows, where=where: _plot_by_role(rows, where),
             )
         )
+    trained = table[(table["source"] == "trained") & table["key"].isin(first)]
+    if "state" in trained and (trained["state"] == "init").any():
+        from stemlab.probes.figures_channels import plot_activation_change
+
+        trained = trained.assign(group=view.labels(trained))
+        stats = [s for s in _ROLE_STATS if s in trained and trained[s].notna().any()]
+        specs.append(
+            FigureSpec(
+                "activations_change",
+                "What training changed in the activations: each statistic of the stem output and "
+                "each stage on the trained model minus the same arm and seed's model before "
+                "training (smallest seed, probe batch); 0 (grey line): no change.",
+                lambda rows=trained, stats=stats: plot_activation_change(rows, stats),
+            )
+        )
     return specs
 
 
@@ -351,13 +377,16 @@ PROBE = register_probe(
         run=_run_in_study,
         runs_on=frozenset({"trained", "profile"}),
         tables=("activations",),
-        summary=(
-            SummaryColumn(
-                "dead_channel_fraction",
-                "stem output channels never positive on the probe batch (trained model)",
-            ),
+        summary=init_columns(
+            (
+                SummaryColumn(
+                    "dead_channel_fraction",
+                    "stem output channels never positive on the probe batch (trained model)",
+                ),
+            )
         ),
         figures=_figures,
+        findings=_findings,
         order=30,
     )
 )

@@ -20,12 +20,14 @@ import torch
 from torch import nn
 
 from stemlab._validation import check_positive_float
+from stemlab.probes._baselines import init_columns, on_trained_and_init, training_change_findings
 from stemlab.probes._modules import check_model, first_tensor, model_device
 from stemlab.probes.cka import _evaluating, _iter_batches, _resolve_layer
 from stemlab.probes.contract import (
     CellContext,
     ProbeOutput,
     StudyProbe,
+    StudyView,
     SummaryColumn,
     register_probe,
 )
@@ -175,20 +177,31 @@ def channel_redundancy(
 
 
 def _redundancy_run(context: CellContext) -> ProbeOutput:
-    from stemlab.probes.channel_redundancy import channel_redundancy
+    data = context.batch_list("probe_samples", 128)
 
-    table = channel_redundancy(context.model, context.batch_list("probe_samples", 128))
-    attrs = table.attrs
-    width = int(attrs["num_channels"])
-    return ProbeOutput(
-        metrics={
+    def measure(model: nn.Module) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+        table = channel_redundancy(model, data)
+        attrs = table.attrs
+        width = int(attrs["num_channels"])
+        metrics = {
             "effective_rank": float(attrs["effective_rank"]),
             "effective_rank_fraction": float(attrs["effective_rank"]) / width,
             "near_duplicate_pairs": int(attrs["near_duplicate_pairs"]),
             "mean_abs_correlation": float(table["correlation"].abs().mean()),
             "dead_stem_channels": len(attrs.get("dead_channels", [])),
-        },
-        tables={"channel_redundancy": table[table["near_duplicate"]].to_dict(orient="records")},
+        }
+        return metrics, {
+            "channel_redundancy": table[table["near_duplicate"]].to_dict(orient="records")
+        }
+
+    return on_trained_and_init(context, measure)
+
+
+def _redundancy_findings(view: StudyView) -> list[str]:
+    return training_change_findings(
+        view,
+        "effective_rank_fraction",
+        "Effective rank of the stem output / stem width (lower: more redundant channels)",
     )
 
 
@@ -199,19 +212,20 @@ register_probe(
         run=_redundancy_run,
         needs=frozenset({"data"}),
         tables=("channel_redundancy",),
-        summary=(
-            SummaryColumn(
-                "effective_rank",
-                "participation ratio of the stem output's channel covariance (probe clips)",
-            ),
-            SummaryColumn("effective_rank_fraction", "effective_rank / stem width"),
-            SummaryColumn("near_duplicate_pairs", "stem channel pairs with |correlation| >= 0.95"),
-            SummaryColumn("mean_abs_correlation", "mean |correlation| over stem channel pairs"),
+        summary=init_columns(
+            (
+                SummaryColumn(
+                    "effective_rank",
+                    "participation ratio of the stem output's channel covariance (probe clips)",
+                ),
+                SummaryColumn("effective_rank_fraction", "effective_rank / stem width"),
+                SummaryColumn(
+                    "near_duplicate_pairs", "stem channel pairs with |correlation| >= 0.95"
+                ),
+                SummaryColumn("mean_abs_correlation", "mean |correlation| over stem channel pairs"),
+            )
         ),
-        findings=lambda view: view.against_baseline(
-            "effective_rank_fraction",
-            "Effective rank of the stem output / stem width (lower: more redundant channels)",
-        ),
+        findings=_redundancy_findings,
         order=81,
     )
 )

@@ -13,6 +13,7 @@ see, whatever the stem puts there. No data is needed.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from stemlab._validation import check_positive_float
+from stemlab.probes._baselines import init_columns, on_trained_and_init, training_change_findings
 from stemlab.probes._modules import check_model
 from stemlab.probes._plots import new_figure
 from stemlab.probes.contract import (
@@ -215,20 +217,20 @@ def channel_usage(model: nn.Module) -> pd.DataFrame:
 # Study integration: how this probe runs in a study cell and what it adds to the report.
 
 
-def _usage_run(context: CellContext) -> ProbeOutput:
-    from stemlab.probes.channel_usage import channel_usage
+def _usage_measure(model: nn.Module) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    table = channel_usage(model)
+    count = table.attrs["channels_for_90pct"]
+    metrics = {
+        "usage_channels_90": None if count is None else int(count),
+        "usage_fraction_90": None if count is None else int(count) / len(table),
+        "usage_top_share": float(table["share"].max()),
+        "usage_top_quarter": top_quarter_share(table),
+    }
+    return metrics, {"channel_usage": table.to_dict(orient="records")}
 
-    table = channel_usage(context.model)
-    count = int(table.attrs["channels_for_90pct"])
-    return ProbeOutput(
-        metrics={
-            "usage_channels_90": count,
-            "usage_fraction_90": count / len(table),
-            "usage_top_share": float(table["share"].max()),
-            "usage_top_quarter": top_quarter_share(table),
-        },
-        tables={"channel_usage": table.to_dict(orient="records")},
-    )
+
+def _usage_run(context: CellContext) -> ProbeOutput:
+    return on_trained_and_init(context, _usage_measure)
 
 
 def top_quarter_share(table: pd.DataFrame) -> float:
@@ -238,17 +240,24 @@ def top_quarter_share(table: pd.DataFrame) -> float:
 
 
 def _usage_findings(view: StudyView) -> list[str]:
-    table = view.tables.get("channel_usage")
-    if table is None or table.empty:
-        return []
-    per_cell = table.groupby("key").apply(top_quarter_share, include_groups=False)
     cells = view.trained()
-    cells = cells.assign(usage_top_quarter=cells["key"].map(per_cell))
-    return view.against_baseline(
+    if cells.empty:
+        return []
+    if "usage_top_quarter" not in cells:  # cells stored before the metric existed
+        table = view.tables.get("channel_usage")
+        if table is None or table.empty:
+            return []
+        if "state" in table:
+            table = table[table["state"] == "trained"]
+        per_cell = table.groupby("key").apply(top_quarter_share, include_groups=False)
+        cells = cells.assign(usage_top_quarter=cells["key"].map(per_cell))
+        view = replace(view, cells=cells)
+    return training_change_findings(
+        view,
         "usage_top_quarter",
         "Share of layer1's input weight norm on the most-read quarter of stem channels (0.25 = "
         "every channel read equally)",
-        cells=cells,
+        digits=3,
     )
 
 
@@ -260,15 +269,31 @@ def _usage_figures(view: StudyView) -> list[FigureSpec]:
     rows = table[table["key"].isin(first)]
     rows = rows.assign(group=view.labels(rows))
 
+    if "state" not in rows:
+        rows = rows.assign(state="trained")
+
     def make() -> Figure:
         figure = new_figure(6.8, 4.2)
         ax = figure.subplots()
         for i, (name, group) in enumerate(rows.groupby("group", sort=False)):
-            shares = np.sort(group["share"].to_numpy(dtype=float))[::-1]
-            x = np.arange(1, len(shares) + 1) / len(shares)
-            ax.plot(np.r_[0, x], np.r_[0, np.cumsum(shares)], color=f"C{i % 10}", label=name)
+            for state, style in (("trained", "-"), ("init", "--")):
+                part = group[group["state"] == state]
+                if part.empty:
+                    continue
+                shares = np.sort(part["share"].to_numpy(dtype=float))[::-1]
+                x = np.arange(1, len(shares) + 1) / len(shares)
+                ax.plot(
+                    np.r_[0, x],
+                    np.r_[0, np.cumsum(shares)],
+                    color=f"C{i % 10}",
+                    ls=style,
+                    lw=1.4 if state == "trained" else 1.0,
+                    label=name if state == "trained" else None,
+                )
         ax.plot([0, 1], [0, 1], color="gray", ls=":", lw=1, label="equal use")
-        ax.axhline(0.9, color="gray", ls="--", lw=1)
+        if (rows["state"] == "init").any():
+            ax.plot([], [], color="black", ls="--", lw=1.0, label="before training (init)")
+        ax.axhline(0.9, color="gray", ls="-.", lw=1)
         ax.set_xlabel("fraction of stem channels (most-read first)")
         ax.set_ylabel("cumulative share of layer1's input weight norm")
         ax.set_title("How layer1 reads the stem's channels (smallest seed)", fontsize=10)
@@ -281,7 +306,8 @@ def _usage_figures(view: StudyView) -> list[FigureSpec]:
             "channel_usage",
             "Channel usage: cumulative share of layer1's input weight (L2 norm over each stem "
             "channel in the first block's first conv and projection) against the fraction of "
-            "stem channels; dashed: 90%, dotted: every channel read equally.",
+            "stem channels; solid: trained, dashed coloured: the same model before training, "
+            "grey dash-dot: 90%, dotted: every channel read equally.",
             make,
         )
     ]
@@ -293,11 +319,18 @@ register_probe(
         description="how strongly the first block reads each stem channel (weight norms)",
         run=_usage_run,
         tables=("channel_usage",),
-        summary=(
-            SummaryColumn(
-                "usage_channels_90", "stem channels carrying 90% of layer1's input weight norm"
-            ),
-            SummaryColumn("usage_fraction_90", "usage_channels_90 / stem width"),
+        summary=init_columns(
+            (
+                SummaryColumn(
+                    "usage_channels_90", "stem channels carrying 90% of layer1's input weight norm"
+                ),
+                SummaryColumn("usage_fraction_90", "usage_channels_90 / stem width"),
+                SummaryColumn(
+                    "usage_top_quarter",
+                    "share of layer1's input weight norm on the most-read quarter of stem "
+                    "channels (0.25: equal use)",
+                ),
+            )
         ),
         figures=_usage_figures,
         findings=_usage_findings,

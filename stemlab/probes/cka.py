@@ -25,6 +25,7 @@ import math
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,12 +51,19 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "CKA_COLUMNS",
+    "LEARNED_ALPHA",
     "MIN_UNBIASED_SAMPLES",
+    "CkaReference",
+    "arm_learned",
     "cka",
     "cka_from_grams",
+    "cka_matrix",
+    "cka_reference",
     "default_cka_layers",
     "gram_matrices",
     "hsic",
+    "layer_roles",
     "linear_cka",
 ]
 
@@ -584,86 +592,357 @@ def cka(
 
 # Study integration: how this probe runs in a study cell and what it adds to the report.
 
+_PREFIXES = {"trained": "cka.gram.", "init": "cka.init_gram."}
+"""Where a cell's stored Grams of each state live (``cka.gram.<layer>``, ``cka.init_gram.<layer>``)."""
+
+CKA_COLUMNS = (
+    "backbone",
+    "stem",
+    "reference",
+    "comparison",
+    "state",
+    "seed",
+    "seed_b",
+    "layer",
+    "cka",
+)
+"""Columns of the combined ``cka`` table (one row per model pair and layer role)."""
+
+LEARNED_ALPHA = 0.05
+"""Level of the test that the CKA reference arm learned (test top-1 above chance)."""
+
 
 def _cka_run(context: CellContext) -> ProbeOutput:
-    from stemlab.probes.cka import gram_matrices
-
-    grams = gram_matrices(context.model, context.batch_list("probe_samples", 128))
-    arrays = {f"gram.{layer}": np.stack(values) for layer, values in grams.items()}
-    arrays["layers"] = np.array(list(grams), dtype=str)  # network order of the layers
+    data = context.batch_list("probe_samples", 128)
+    arrays: dict[str, np.ndarray] = {}
+    for prefix, model in (("gram", context.model), ("init_gram", context.init_model)):
+        if model is None:
+            continue
+        grams = gram_matrices(model, data)
+        arrays.update({f"{prefix}.{layer}": np.stack(values) for layer, values in grams.items()})
+        arrays["layers"] = np.array(list(grams), dtype=str)  # network order of the layers
     return ProbeOutput(arrays=arrays)
 
 
-def _cell_grams(view: StudyView, key: str) -> dict[str, list[np.ndarray]]:
-    arrays = view.arrays(key)
-    order = view.arrays(key).get("cka.layers")
+def _cell_grams(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, list[np.ndarray]]:
+    """A cell's stored Grams of one state, ``{layer: [gram per batch]}`` in network order."""
+    order = arrays.get("cka.layers")
     names = (
         [str(n) for n in order]
         if order is not None
-        else sorted(n.removeprefix("cka.gram.") for n in arrays if n.startswith("cka.gram."))
+        else sorted(n.removeprefix(prefix) for n in arrays if n.startswith(prefix))
     )
-    return {name: list(arrays[f"cka.gram.{name}"]) for name in names}
+    return {name: list(arrays[f"{prefix}{name}"]) for name in names if f"{prefix}{name}" in arrays}
 
 
-def _roles(layers: list[str]) -> dict[str, str]:
-    return {layer: ("stem output" if layer == "stem" else layer) for layer in layers}
+def layer_roles(layers: Sequence[str]) -> list[str]:
+    """The role of each CKA layer: ``"stem output"`` for the first, then the stage names."""
+    return ["stem output" if i == 0 else name for i, name in enumerate(layers)]
 
 
-def _diagonal(a: dict[str, list[np.ndarray]], b: dict[str, list[np.ndarray]]) -> dict[str, float]:
-    from stemlab.probes.cka import cka_from_grams
+class _RoleGrams:
+    """One model's Grams by layer role, reduced once for the unbiased HSIC of every pair."""
 
-    table = cka_from_grams(a, b)
-    same = table[table["layer_a"] == table["layer_b"]]
-    return dict(zip(same["layer_a"], same["cka"]))
+    def __init__(self, grams: Mapping[str, Sequence[np.ndarray]]) -> None:
+        self.zeroed: dict[str, list[_Zeroed]] = {}
+        self.shapes: dict[str, list[tuple[int, ...]]] = {}
+        self.own: dict[str, float] = {}
+        for role, name in zip(layer_roles(list(grams)), grams):
+            batches = [np.asarray(g, dtype=np.float64) for g in grams[name]]
+            kept = [_Zeroed(g) for g in batches if g.shape[0] >= MIN_UNBIASED_SAMPLES]
+            self.zeroed[role] = kept
+            self.shapes[role] = [g.shape for g in batches]
+            self.own[role] = sum(_hsic_unbiased_zeroed(z, z) for z in kept)
+
+    def cka(self, other: _RoleGrams) -> dict[str, float]:
+        """Minibatch CKA with ``other`` at every role both have (the :func:`cka_from_grams` value).
+
+        Raises:
+            ValueError: the two hold different batches at a role.
+        """
+        values = {}
+        for role, mine in self.zeroed.items():
+            if role not in other.zeroed:
+                continue
+            if self.shapes[role] != other.shapes[role]:
+                raise ValueError(
+                    f"CKA at {role!r}: the models' Grams come from different batches "
+                    f"({self.shapes[role]} vs {other.shapes[role]})"
+                )
+            cross = sum(_hsic_unbiased_zeroed(a, b) for a, b in zip(mine, other.zeroed[role]))
+            values[role] = _ratio(cross, self.own[role], other.own[role])
+        return values
 
 
 def _cka_combine(view: StudyView) -> dict[str, pd.DataFrame]:
     trained = view.trained()
     if trained.empty:
         return {}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for backbone, cells in trained.groupby("backbone", sort=False):
-        grams = {key: _cell_grams(view, key) for key in cells["key"]}
-        grams = {k: g for k, g in grams.items() if g}
-        cells = cells[cells["key"].isin(grams)]
-        if cells.empty:
-            continue
-        by = {(r.stem, int(r.seed)): r.key for r in cells.itertuples()}
-        baseline = view.baseline if view.baseline in set(cells["stem"]) else None
-        for (stem, seed), key in by.items():
-            roles = _roles(list(grams[key]))
-            if baseline is not None and stem != baseline and (baseline, seed) in by:
-                for layer, value in _diagonal(grams[key], grams[by[(baseline, seed)]]).items():
-                    rows.append(
-                        {
-                            "backbone": backbone,
-                            "stem": stem,
-                            "reference": baseline,
-                            "comparison": "vs_baseline",
-                            "seed": seed,
-                            "seed_b": seed,
-                            "layer": roles.get(layer, layer),
-                            "cka": value,
-                        }
-                    )
-        for stem in dict.fromkeys(cells["stem"]):
-            seeds = sorted(s for (st, s) in by if st == stem)
-            for s1, s2 in itertools.combinations(seeds, 2):
-                roles = _roles(list(grams[by[(stem, s1)]]))
-                for layer, value in _diagonal(grams[by[(stem, s1)]], grams[by[(stem, s2)]]).items():
-                    rows.append(
-                        {
-                            "backbone": backbone,
-                            "stem": stem,
-                            "reference": stem,
-                            "comparison": "same_stem_other_seed",
-                            "seed": s1,
-                            "seed_b": s2,
-                            "layer": roles.get(layer, layer),
-                            "cka": value,
-                        }
-                    )
-    return {"cka": pd.DataFrame(rows)}
+        models: dict[tuple[str, int], dict[str, _RoleGrams]] = {}
+        for cell in cells.itertuples():
+            arrays = view.arrays(cell.key)
+            for state, prefix in _PREFIXES.items():
+                grams = _cell_grams(arrays, prefix)
+                if grams:
+                    models.setdefault((cell.stem, int(cell.seed)), {})[state] = _RoleGrams(grams)
+        stems = list(dict.fromkeys(stem for stem, _ in models))
+        seeds = sorted({seed for _, seed in models})
+        base = {"backbone": backbone}
+        for state in _PREFIXES:
+            for seed in seeds:  # seed-paired: stem A's and stem B's models of the same seed
+                present = [s for s in stems if state in models.get((s, seed), {})]
+                for a, b in itertools.combinations(present, 2):
+                    values = models[(a, seed)][state].cka(models[(b, seed)][state])
+                    for layer, value in values.items():
+                        for stem, reference in ((a, b), (b, a)):  # both orders: rows by stem
+                            rows.append(
+                                {
+                                    **base,
+                                    "stem": stem,
+                                    "reference": reference,
+                                    "comparison": "stem_pair",
+                                    "state": state,
+                                    "seed": seed,
+                                    "seed_b": seed,
+                                    "layer": layer,
+                                    "cka": value,
+                                }
+                            )
+            for stem in stems:  # the seed-to-seed floor: the same stem, two seeds
+                own = [s for s in seeds if state in models.get((stem, s), {})]
+                for s1, s2 in itertools.combinations(own, 2):
+                    values = models[(stem, s1)][state].cka(models[(stem, s2)][state])
+                    for layer, value in values.items():
+                        rows.append(
+                            {
+                                **base,
+                                "stem": stem,
+                                "reference": stem,
+                                "comparison": "same_stem_other_seed",
+                                "state": state,
+                                "seed": s1,
+                                "seed_b": s2,
+                                "layer": layer,
+                                "cka": value,
+                            }
+                        )
+    table = pd.DataFrame(rows, columns=list(CKA_COLUMNS))
+    return {"cka": table, "cka_matrix": cka_matrix(table)}
+
+
+def cka_matrix(table: pd.DataFrame) -> pd.DataFrame:
+    """The stem x stem CKA matrix per backbone, state and layer from a combined ``cka`` table.
+
+    Off-diagonal entries (``kind="stem_pair"``): CKA between the two stems' models of the same
+    seed, over seeds; diagonal entries (``kind="seed_floor"``): CKA between two seeds of the same
+    stem, over seed pairs.
+
+    Args:
+        table: rows with the columns :data:`CKA_COLUMNS`.
+
+    Returns:
+        DataFrame ``backbone, state, layer, stem_a, stem_b, kind, cka_mean, cka_min, cka_max,
+        n`` (``n``: seeds, or seed pairs on the diagonal).
+    """
+    columns = ["backbone", "state", "layer", "stem_a", "stem_b", "kind"]
+    stats = ["cka_mean", "cka_min", "cka_max", "n"]
+    if table.empty:
+        return pd.DataFrame(columns=columns + stats)
+    kind = table["comparison"].map({"stem_pair": "stem_pair", "same_stem_other_seed": "seed_floor"})
+    frame = table.assign(stem_a=table["stem"], stem_b=table["reference"], kind=kind)
+    frame = frame[frame["kind"].notna()]
+    grouped = frame.groupby(columns, sort=False)["cka"]
+    out = grouped.agg(cka_mean="mean", cka_min="min", cka_max="max", n="count").reset_index()
+    return out[columns + stats]
+
+
+# --- which arm CKA is measured against ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CkaReference:
+    """The arm a backbone's CKA findings compare every stem with, and why.
+
+    Attributes:
+        stem: the reference stem; ``None`` when no arm's learning is shown (CKA against any
+            of them would be uninformative).
+        requested: the study's baseline stem.
+        learned: stem -> whether its test top-1 is above chance by the test (None: untestable).
+        text: stem -> the test top-1, chance and test result, for sentences.
+    """
+
+    stem: str | None
+    requested: str | None
+    learned: dict[str, bool | None]
+    text: dict[str, str]
+
+
+def _chance(view: StudyView, rows: pd.DataFrame) -> float | None:
+    for column, transform in (("chance", float), ("num_classes", lambda v: 1.0 / float(v))):
+        if column in rows and pd.to_numeric(rows[column], errors="coerce").notna().any():
+            return transform(pd.to_numeric(rows[column], errors="coerce").dropna().iloc[0])
+    classes = (view.config.get("data") or {}).get("num_classes")
+    return 1.0 / float(classes) if classes else None
+
+
+def _split(rows: pd.DataFrame) -> str:
+    """The split ``top1`` was scored on: ``"test"``, or ``"validation"`` in studies without one."""
+    if "top1_split" in rows and (rows["top1_split"] == "validation").all():
+        return "validation"
+    return "test"
+
+
+def _scored_clips(view: StudyView, rows: pd.DataFrame) -> list[int] | None:
+    """The clips each row's ``top1`` was scored on (``test_clips``, else the config's count)."""
+    for column in ("test_clips", "test_samples"):
+        if column in rows:
+            counts = pd.to_numeric(rows[column], errors="coerce")
+            if counts.notna().all() and (counts > 0).all():
+                return [int(c) for c in counts]
+    data = view.config.get("data") or {}
+    count = data.get("val_samples" if _split(rows) == "validation" else "test_samples")
+    if isinstance(count, (int, float)) and not isinstance(count, bool) and count > 0:
+        return [int(count)] * len(rows)
+    return None
+
+
+def arm_learned(
+    top1: Sequence[float],
+    chance: float,
+    clips: int | Sequence[int] | None,
+    *,
+    alpha: float = LEARNED_ALPHA,
+    split: str = "test",
+) -> tuple[bool | None, str]:
+    """Whether an arm's top-1 is above chance by a tested margin.
+
+    With the number of scored clips known, every seed's model must beat chance in a one-sided
+    exact binomial test (``round(top1 * clips)`` correct of ``clips``; intersection-union, so
+    the claim "every seed's model learned" holds at ``alpha``): CKA is seed-paired, so each
+    seed's reference model must have learned. Otherwise a one-sided one-sample t-test over seeds
+    of ``top1 - chance > 0``.
+
+    Args:
+        top1: each seed's top-1 (fraction).
+        chance: 1 / number of classes.
+        clips: clips each seed was scored on (one count for all, or one per seed), or None.
+        alpha: the level.
+        split: the split's name, for the description.
+
+    Returns:
+        ``(learned, description)``; ``learned`` is None when no test is possible (one seed and
+        no clip count, or seeds with no spread).
+
+    Raises:
+        ValueError: per-seed clip counts that do not match ``top1``.
+    """
+    from scipy import stats
+
+    values = np.asarray([float(v) for v in top1], dtype=float)
+    counts = None
+    if clips is not None and not isinstance(clips, (int, np.integer)):
+        counts = [int(c) for c in clips]
+        if len(counts) != len(values):
+            raise ValueError(
+                f"clips must hold one count per top1 value ({len(values)}), got {len(counts)}"
+            )
+    elif clips:
+        counts = [int(clips)] * len(values)
+    finite = np.isfinite(values)
+    values = values[finite]
+    n = len(values)
+    if n == 0:
+        return None, "no finished seed"
+    plural = "s" if n != 1 else ""
+    if counts:
+        counts = [c for c, keep in zip(counts, finite) if keep]
+        p = [
+            stats.binomtest(round(float(v) * c), c, chance, alternative="greater").pvalue
+            for v, c in zip(values, counts)
+        ]
+        worst = float(max(p))
+        sizes = f"{counts[0]}" if len(set(counts)) == 1 else f"{min(counts)}-{max(counts)}"
+        return worst < alpha, (
+            f"one-sided exact binomial test per seed on {sizes} {split} clips, largest p "
+            f"{worst:.2g} over {n} seed{plural}"
+        )
+    margin = values - chance
+    if n < 2:
+        return None, f"one seed and no {split} clip count: no test possible"
+    if np.ptp(margin) <= 1e-12 * max(1.0, float(np.abs(margin).max())):
+        return None, f"the {n} seeds have the same top-1: no t-test possible without a clip count"
+    p = float(stats.ttest_1samp(margin, 0.0, alternative="greater").pvalue)
+    return p < alpha, f"one-sided one-sample t over {n} seeds of top-1 - chance, p {p:.2g}"
+
+
+def cka_reference(view: StudyView, backbone: str) -> CkaReference:
+    """The arm the CKA findings of ``backbone`` use as reference.
+
+    The study's baseline if its test top-1 is above chance by :func:`arm_learned`; else the
+    best-learning arm (highest mean test top-1) if it passes; else none.
+
+    Args:
+        view: the study (``top1`` and ``chance`` or ``num_classes`` in its cells).
+        backbone: the backbone.
+
+    Returns:
+        A :class:`CkaReference`.
+    """
+    requested = view.baseline
+    cells = view.trained()
+    cells = cells[cells["backbone"] == backbone] if not cells.empty else cells
+    chance = _chance(view, cells) if not cells.empty else None
+    if cells.empty or "top1" not in cells or chance is None:
+        return CkaReference(requested, requested, {}, {})
+    split = _split(cells)
+    means = cells.groupby("stem", sort=False)["top1"].mean()
+    learned: dict[str, bool | None] = {}
+    text: dict[str, str] = {}
+
+    def check(stem: str) -> bool:
+        rows = cells[cells["stem"] == stem]
+        learned[stem], how = arm_learned(
+            rows["top1"], chance, _scored_clips(view, rows), split=split
+        )
+        text[stem] = (
+            f"mean {split} top-1 {100 * means[stem]:.1f}% vs chance {100 * chance:.1f}%; {how}"
+        )
+        return bool(learned[stem])
+
+    if requested in means.index and check(requested):
+        return CkaReference(requested, requested, learned, text)
+    best = str(means.idxmax())
+    if best != requested and check(best):
+        return CkaReference(best, requested, learned, text)
+    return CkaReference(None, requested, learned, text)
+
+
+def _reference_line(reference: CkaReference, where: str) -> str | None:
+    requested = reference.requested
+    if requested is None or not reference.text:
+        return (
+            f"CKA{where}: whether the reference `{requested}` learned could not be tested (no "
+            "top-1 and chance level in the cells)."
+            if requested is not None
+            else None
+        )
+    if reference.stem == requested:
+        return f"CKA reference{where} `{requested}` learned ({reference.text[requested]})."
+    lead = f"CKA against `{requested}`{where} is uninformative: its top-1 is not above chance by "
+    lead += f"a tested margin ({reference.text.get(requested, 'not in the cells')})"
+    if reference.stem is not None:
+        return (
+            f"{lead}. The CKA findings use the best-learning arm `{reference.stem}` as the "
+            f"reference instead ({reference.text[reference.stem]})."
+        )
+    best = [s for s in reference.text if s != requested]
+    tail = f"; nor is the best-learning arm `{best[0]}` ({reference.text[best[0]]})" if best else ""
+    return (
+        f"{lead}{tail}. No arm is shown to have learned, so no CKA comparison here says how far a "
+        "stem change reaches."
+    )
 
 
 def _floor_stats(floor: pd.DataFrame, stem: str, layers: list[str]) -> pd.DataFrame:
@@ -671,22 +950,57 @@ def _floor_stats(floor: pd.DataFrame, stem: str, layers: list[str]) -> pd.DataFr
     return rows.agg(["mean", "min", "max"]).reindex(layers)
 
 
-def _cka_figures(view: StudyView) -> list[FigureSpec]:
-    table = view.tables.get("cka")
-    if table is None or table.empty or not (table["comparison"] == "vs_baseline").any():
-        return []
-    layers = list(dict.fromkeys(table["layer"]))
-    versus = table[table["comparison"] == "vs_baseline"]
+def _state(table: pd.DataFrame, state: str) -> pd.DataFrame:
+    if "state" not in table:
+        return table if state == "trained" else table.iloc[:0]
+    return table[table["state"] == state]
+
+
+def _parts(table: pd.DataFrame, backbone: str, reference: str) -> dict[str, pd.DataFrame]:
+    """The reference's rows of one backbone: versus (trained / init) and the trained floors."""
+    table = table[table["backbone"] == backbone] if "backbone" in table else table
+    pairs = table[(table["comparison"] == "stem_pair") & (table["reference"] == reference)]
     floor = table[table["comparison"] == "same_stem_other_seed"]
+    return {
+        "versus": _state(pairs, "trained"),
+        "versus_init": _state(pairs, "init"),
+        "floor": _state(floor, "trained"),
+    }
+
+
+def _backbones(view: StudyView, table: pd.DataFrame) -> list[str]:
+    if "backbone" in table and table["backbone"].notna().any():
+        return list(dict.fromkeys(table["backbone"].dropna()))
+    trained = view.trained()
+    return list(dict.fromkeys(trained["backbone"])) if not trained.empty else [""]
+
+
+def _figure_name(view: StudyView, base: str, backbone: str) -> str:
+    from stemlab.probes._plots import slug
+
+    return base if view.single_backbone() else f"{base}_{slug(backbone)}"
+
+
+def _by_stage_figure(
+    view: StudyView, parts: dict[str, pd.DataFrame], reference: str, backbone: str
+) -> FigureSpec | None:
+    versus, versus_init, floor = parts["versus"], parts["versus_init"], parts["floor"]
+    if versus.empty:
+        return None
+    layers = list(dict.fromkeys(versus["layer"]))
     stems = list(dict.fromkeys(versus["stem"]))
     x = np.arange(len(layers))
+    where = "" if view.single_backbone() else f" on {backbone}"
 
     def make() -> Figure:
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+
         columns = min(3, len(stems))
         rows = -(-len(stems) // columns)
         figure = new_figure(3.6 * columns + 0.4, 2.9 * rows + 0.8)
         axes = figure.subplots(rows, columns, squeeze=False, sharex=True, sharey=True)
-        base = _floor_stats(floor, view.baseline, layers)
+        base = _floor_stats(floor, reference, layers)
         for ax, stem in zip(axes.flat, stems):
             if base["mean"].notna().any():
                 ax.fill_between(x, base["min"], base["max"], color="gray", alpha=0.25, lw=0)
@@ -695,6 +1009,9 @@ def _cka_figures(view: StudyView) -> list[FigureSpec]:
             if own["mean"].notna().any():
                 ax.fill_between(x, own["min"], own["max"], color="C0", alpha=0.15, lw=0)
                 ax.plot(x, own["mean"], color="C0", ls=":", lw=1.5)
+            untrained = versus_init[versus_init["stem"] == stem].groupby("layer")["cka"].mean()
+            if not untrained.empty:
+                ax.plot(x, untrained.reindex(layers), color="black", ls="-.", lw=1, marker="x")
             stats = versus[versus["stem"] == stem].groupby("layer")["cka"]
             stats = stats.agg(["mean", "min", "max"]).reindex(layers)
             ax.errorbar(
@@ -706,8 +1023,8 @@ def _cka_figures(view: StudyView) -> list[FigureSpec]:
                 ms=4,
                 capsize=3,
             )
-            ax.set_title(f"{stem} vs {view.baseline}", fontsize=9)
-            ax.set_ylim(-0.05, 1.05)
+            ax.set_title(f"{stem} vs {reference}", fontsize=9)
+            ax.set_ylim(-0.1, 1.05)
             ax.grid(alpha=0.3)
         for ax in axes[-1]:
             ax.set_xticks(x, layers, rotation=30, ha="right", fontsize=8)
@@ -715,33 +1032,78 @@ def _cka_figures(view: StudyView) -> list[FigureSpec]:
             ax.set_ylabel("linear CKA (probe clips)", fontsize=8)
         for ax in list(axes.flat)[len(stems) :]:
             ax.set_visible(False)
-        from matplotlib.lines import Line2D
-        from matplotlib.patches import Patch
-
         handles = [
-            Line2D([], [], color="C3", marker="o", label=f"stem vs {view.baseline}, same seed"),
+            Line2D([], [], color="C3", marker="o", label=f"stem vs {reference}, same seed"),
+            Line2D([], [], color="black", ls="-.", marker="x", label="same pair before training"),
             Patch(color="C0", alpha=0.3, label="stem vs itself, other seed (floor)"),
-            Patch(color="gray", alpha=0.4, label=f"{view.baseline} vs itself, other seed (floor)"),
+            Patch(color="gray", alpha=0.4, label=f"{reference} vs itself, other seed (floor)"),
         ]
-        figure.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8)
+        figure.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8)
         figure.suptitle(
-            f"How far down does changing the stem reach? (reference stem: {view.baseline})",
+            f"How far down does changing the stem reach{where}? (reference stem: {reference})",
             fontsize=10,
         )
         return figure
 
     seeds = int(versus["seed"].nunique())
-    return [
-        FigureSpec(
-            "cka_by_stage",
-            "Minibatch linear CKA (unbiased HSIC, Nguyen et al. 2021) between each stem's trained "
-            f"model and the `{view.baseline}` model of the same seed, per layer (red: mean over "
-            f"{seeds} seeds, bars min..max). Floors: CKA between two seeds of the same stem (blue: "
-            f"that stem, grey: `{view.baseline}`; line mean, band min..max). A stem change reaches "
-            "a layer where the red points sit below both floors.",
-            make,
-        )
-    ]
+    return FigureSpec(
+        _figure_name(view, "cka_by_stage", backbone),
+        "Minibatch linear CKA (unbiased HSIC, Nguyen et al. 2021) between each stem's trained "
+        f"model and the `{reference}` model of the same seed, per layer (red: mean over {seeds} "
+        "seeds, bars min..max; black dash-dot: the same two models before training). Floors: CKA "
+        f"between two seeds of the same stem (blue: that stem, grey: `{reference}`; line mean, "
+        "band min..max). A stem change reaches a layer where the red points sit below both "
+        "floors.",
+        make,
+    )
+
+
+def _matrix_figure(
+    view: StudyView, table: pd.DataFrame, backbone: str, reference: str | None
+) -> FigureSpec | None:
+    rows = table[table["backbone"] == backbone] if "backbone" in table else table
+    if rows.empty or not (rows["comparison"] == "stem_pair").any():
+        return None
+    matrix = cka_matrix(rows)
+    stems = list(dict.fromkeys(rows["stem"]))
+    layers = list(dict.fromkeys(rows["layer"]))
+    seeds = int(rows.loc[rows["comparison"] == "stem_pair", "seed"].nunique())
+    where = "" if view.single_backbone() else f" on {backbone}"
+    from stemlab.probes.figures_channels import plot_cka_matrix
+
+    return FigureSpec(
+        _figure_name(view, "cka_matrix", backbone),
+        "Stem x stem linear CKA per layer role (probe clips): off the diagonal, CKA between the "
+        f"two stems' models of the same seed, mean over {seeds} seeds; on the diagonal (red "
+        "outline), the seed-to-seed floor: two seeds of the same stem, mean over seed pairs. Top "
+        "row: trained models; bottom row: the same models before training (what the "
+        "architectures alone give)."
+        + (f" Bold: the CKA reference `{reference}`." if reference else ""),
+        lambda: plot_cka_matrix(
+            matrix,
+            stems=stems,
+            layers=layers,
+            title=f"Stem x stem CKA{where}, seed-paired",
+            reference=reference,
+        ),
+    )
+
+
+def _cka_figures(view: StudyView) -> list[FigureSpec]:
+    table = view.tables.get("cka")
+    if table is None or table.empty or "reference" not in table:
+        return []
+    specs = []
+    for backbone in _backbones(view, table):
+        reference = cka_reference(view, backbone).stem
+        if reference is not None:
+            spec = _by_stage_figure(view, _parts(table, backbone, reference), reference, backbone)
+            if spec is not None:
+                specs.append(spec)
+        spec = _matrix_figure(view, table, backbone, reference)
+        if spec is not None:
+            specs.append(spec)
+    return specs
 
 
 def _welch_below(view: StudyView, ours: np.ndarray, noise: np.ndarray) -> pd.Series:
@@ -755,19 +1117,17 @@ def _welch_below(view: StudyView, ours: np.ndarray, noise: np.ndarray) -> pd.Ser
     return view.compare(long, metric="value", by="arm", baseline="floor", pair_by="pair").iloc[0]
 
 
-def _cka_findings(view: StudyView) -> list[str]:
-    table = view.tables.get("cka")
-    if table is None or table.empty or view.compare is None or view.holm is None:
-        return []
-    versus = table[table["comparison"] == "vs_baseline"]
-    floor = table[table["comparison"] == "same_stem_other_seed"]
+def _reach_lines(
+    view: StudyView, parts: dict[str, pd.DataFrame], reference: str, where: str
+) -> list[str]:
+    versus, versus_init, floor = parts["versus"], parts["versus_init"], parts["floor"]
     if versus.empty or floor.empty:
         return []
-    layers = list(dict.fromkeys(table["layer"]))
+    layers = list(dict.fromkeys(versus["layer"]))
     stems = list(dict.fromkeys(versus["stem"]))
     level = 0.05 / len(stems)  # Bonferroni over stems; within a stem a fixed sequence of layers
     n = int(versus["seed"].nunique())
-    parts, quiet = [], []
+    parts_text, quiet = [], []
     for stem in stems:
         group = versus[versus["stem"] == stem]
         reached: list[tuple[str, list[pd.Series], float]] = []
@@ -775,37 +1135,87 @@ def _cka_findings(view: StudyView) -> list[str]:
             ours = group.loc[group["layer"] == layer, "cka"].to_numpy()
             at_layer = floor[floor["layer"] == layer]
             own = at_layer.loc[at_layer["stem"] == stem, "cka"].to_numpy()
-            base = at_layer.loc[at_layer["stem"] == view.baseline, "cka"].to_numpy()
+            base = at_layer.loc[at_layer["stem"] == reference, "cka"].to_numpy()
             if len(ours) < 2 or len(own) < 2 or len(base) < 2:
                 break
             rows = [_welch_below(view, ours, own), _welch_below(view, ours, base)]
             # intersection-union: below both floors only if each one-sided claim holds
             p = max(r["p_value"] for r in rows) if all(r["diff"] < 0 for r in rows) else 1.0
-            if p > level:
+            if not p <= level:
                 break
             reached.append((layer, rows, p))
         if not reached:
             quiet.append(stem)
             continue
         layer, (own, base), p = reached[-1]
-        parts.append(
+        untrained = versus_init[(versus_init["stem"] == stem) & (versus_init["layer"] == layer)]
+        before = f", before training {untrained['cka'].mean():.2f}" if not untrained.empty else ""
+        parts_text.append(
             f"`{stem}` down to {layer} ({', '.join(h[0] for h in reached)}; at {layer} CKA "
-            f"{own['mean_b']:.2f} against floors {own['mean_a']:.2f} ({stem}) and "
-            f"{base['mean_a']:.2f} ({view.baseline}), p {p:.2g})"
+            f"{own['mean_b']:.2f}{before}, against floors {own['mean_a']:.2f} ({stem}) and "
+            f"{base['mean_a']:.2f} ({reference}), p {p:.2g})"
         )
     lines = []
-    if parts:
+    if parts_text:
         lines.append(
-            f"CKA to the `{view.baseline}` model of the same seed is below both seed-to-seed "
-            f"floors (the stem's own and `{view.baseline}`'s) for: {'; '.join(parts)}. Welch t "
+            f"CKA{where} to the `{reference}` model of the same seed is below both seed-to-seed "
+            f"floors (the stem's own and `{reference}`'s) for: {'; '.join(parts_text)}. Welch t "
             "against each floor (intersection-union), layers tested in order from the stem "
             f"output, Bonferroni over {len(stems)} stems, n={n} seeds."
         )
     if quiet:
         lines.append(
-            f"CKA: for {', '.join(f'`{s}`' for s in quiet)} not even the stem output is below "
-            f"both floors at n={n}."
+            f"CKA{where}: for {', '.join(f'`{s}`' for s in quiet)} not even the stem output is "
+            f"below both floors at n={n}."
         )
+    return lines
+
+
+def _matrix_line(table: pd.DataFrame, backbone: str, where: str) -> str | None:
+    rows = table[table["backbone"] == backbone] if "backbone" in table else table
+    pairs = rows[rows["comparison"] == "stem_pair"]
+    if pairs.empty:
+        return None
+    floor = rows[rows["comparison"] == "same_stem_other_seed"]
+    layers = list(dict.fromkeys(pairs["layer"]))
+    count = len({frozenset(pair) for pair in zip(pairs["stem"], pairs["reference"])})
+    values = []
+    for layer in layers:
+        trained = _state(pairs, "trained")
+        init = _state(pairs, "init")
+        floors = _state(floor, "trained")
+        part = [trained.loc[trained["layer"] == layer, "cka"].mean()]
+        part.append(init.loc[init["layer"] == layer, "cka"].mean())
+        part.append(floors.loc[floors["layer"] == layer, "cka"].mean())
+        values.append(f"{layer} " + " / ".join("-" if np.isnan(v) else f"{v:.2f}" for v in part))
+    return (
+        f"Seed-paired stem x stem CKA{where}, mean over the {count} stem pair"
+        f"{'s' if count != 1 else ''} and their seeds "
+        "(trained / the same pairs before training / seed-to-seed floor, mean over stems): "
+        + "; ".join(values)
+        + ". Before training the CKA is what the architectures alone give; a trained pair above "
+        "it is one training made alike."
+    )
+
+
+def _cka_findings(view: StudyView) -> list[str]:
+    table = view.tables.get("cka")
+    if table is None or table.empty or view.compare is None or "reference" not in table:
+        return []
+    lines: list[str] = []
+    for backbone in _backbones(view, table):
+        where = "" if view.single_backbone() else f" on `{backbone}`"
+        reference = cka_reference(view, backbone)
+        line = _reference_line(reference, where)
+        if line:
+            lines.append(line)
+        if reference.stem is not None:
+            lines += _reach_lines(
+                view, _parts(table, backbone, reference.stem), reference.stem, where
+            )
+        line = _matrix_line(table, backbone, where)
+        if line:
+            lines.append(line)
     return lines
 
 
@@ -818,7 +1228,7 @@ register_probe(
         combine=_cka_combine,
         figures=_cka_figures,
         findings=_cka_findings,
-        tables=("cka",),
+        tables=("cka", "cka_matrix"),
         order=83,
     )
 )
