@@ -218,7 +218,9 @@ def test_damaged_cells_are_recomputed_and_report_uses_cells_not_csv(
     assert (out / "cells" / "damaged" / f"{key}.npz").is_file()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["name"] == "adversarial"
-    assert manifest["cells"] == {**manifest["cells"], "total": 1, "ok": 1, "failed": 0}
+    # counted against the study's grid: the set-aside cell is missing, not out of the total
+    assert manifest["cells"] == {**manifest["cells"], "total": 2, "ok": 1, "failed": 0}
+    assert manifest["cells"]["missing"] == 1
     assert list(out.glob("manifest.json.damaged-*"))
     # resume recomputes exactly the set-aside cell
     run = run_study(Study(**STUDY_OPTIONS), out_dir=out, progress=False, device="cpu")

@@ -556,6 +556,7 @@ register_probe(
         description="loss rise when each stem channel is zeroed, and cumulative ablation curves",
         run=_ablation_run,
         needs=frozenset({"data"}),
+        options=("ablation_samples",),
         tables=("channel_ablation", "ablation_curve"),
         summary=(
             SummaryColumn(

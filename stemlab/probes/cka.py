@@ -1219,6 +1219,20 @@ def _cka_findings(view: StudyView) -> list[str]:
     return lines
 
 
+def _cka_check(config: Mapping[str, Any]) -> None:
+    """Before the first cell: the probe batch must hold at least 4 clips (unbiased HSIC)."""
+    samples = int(dict(config.get("probe_options") or {}).get("probe_samples", 128))
+    data = config.get("data") or {}
+    val = data.get("val_samples")
+    clips = min(samples, int(val)) if isinstance(val, int) else samples
+    if clips < MIN_UNBIASED_SAMPLES:
+        raise ValueError(
+            f"probe 'cka' needs at least {MIN_UNBIASED_SAMPLES} probe clips, but the study "
+            f"gives {clips} (probe_options['probe_samples']={samples}, data['val_samples']="
+            f"{val}); raise them or drop 'cka' from probes"
+        )
+
+
 register_probe(
     StudyProbe(
         name="cka",
@@ -1230,5 +1244,6 @@ register_probe(
         findings=_cka_findings,
         tables=("cka", "cka_matrix"),
         order=83,
+        check=_cka_check,
     )
 )

@@ -247,6 +247,9 @@ class StudyProbe:
         figures: ``StudyView -> [FigureSpec]``.
         findings: ``StudyView -> [sentence]``: what its numbers support, with intervals.
         order: position in reports (lower first).
+        options: the ``probe_options`` keys it reads (a study setting any other is warned).
+        check: ``study config -> None``, raising ``ValueError`` for a requirement the study
+            does not meet; run before the study's first cell.
     """
 
     name: str
@@ -260,6 +263,8 @@ class StudyProbe:
     figures: Callable[[StudyView], list[FigureSpec]] | None = None
     findings: Callable[[StudyView], list[str]] | None = None
     order: int = 50
+    options: tuple[str, ...] = ()
+    check: Callable[[Mapping[str, Any]], None] | None = None
 
 
 _PROBES: dict[str, StudyProbe] = {}

@@ -649,5 +649,6 @@ register_probe(
         figures=_gradcam_figures,
         findings=_gradcam_findings,
         order=60,
+        options=("gradcam_layer",),
     )
 )

@@ -343,6 +343,8 @@ def _fit(
     for option in ("freeze", "head_lr_multiplier"):
         if config.get(option) is not None:
             training[option] = config[option]
+    if training.get("checkpoint_dir") is not None:  # one folder per cell, never shared
+        training["checkpoint_dir"] = f"{training['checkpoint_dir']}/{record['key']}"
     train_config = TrainConfig(**{**training, "seed": seed, "device": device, "progress": False})
     scores: dict[int, dict[str, float]] = {}
 

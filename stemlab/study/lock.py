@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from stemlab.errors import StemlabWarning, StudyLockedError
+from stemlab.errors import StemlabError, StemlabWarning, StudyLockedError
 
 __all__ = ["LOCK_NAME", "StudyLock", "lock_owner", "pid_alive"]
 
@@ -88,6 +88,13 @@ def lock_owner(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     return owner
 
 
+def _lock_error(path: Path, exc: OSError) -> StemlabError:
+    reason = exc.strerror or type(exc).__name__
+    return StemlabError(
+        f"cannot create the lock {path}: {reason}; free some space or choose a writable folder"
+    )
+
+
 @contextlib.contextmanager
 def _folder_guard(folder: Path) -> Iterator[None]:
     """Exclusive ``flock`` on ``folder`` (released by the OS if this process dies)."""
@@ -96,7 +103,10 @@ def _folder_guard(folder: Path) -> Iterator[None]:
     except ImportError:  # no flock: O_EXCL alone decides
         yield
         return
-    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        raise _lock_error(folder / LOCK_NAME, exc) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -151,10 +161,16 @@ class StudyLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(record, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        except OSError as exc:
+            raise _lock_error(self.path, exc) from None
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(json.dumps(record).encode("utf-8"))
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:  # disk full: never leave a 0-byte lock behind
+            self.path.unlink(missing_ok=True)
+            raise _lock_error(self.path, exc) from None
         self.owner = record
         return True
 
@@ -172,6 +188,16 @@ class StudyLock:
         return (
             f"another stemlab driver (pid {owner['pid']} on {owner['host']}, started "
             f"{owner.get('started', '?')}) is running on {self.out_dir}; wait for it or pass --wait"
+            + self._other_host(owner)
+        )
+
+    def _other_host(self, owner: dict[str, Any]) -> str:
+        """How to clear a lock this host cannot check (its driver runs elsewhere)."""
+        if owner["host"] == socket.gethostname():
+            return ""
+        return (
+            f" (a driver on another host is never taken over: if it has ended, check on "
+            f"{owner['host']} and delete {self.path})"
         )
 
     def acquire(self) -> None:
@@ -213,7 +239,7 @@ class StudyLock:
             if not announced:
                 self.on_wait(
                     f"stemlab: waiting for the driver (pid {owner['pid']} on {owner['host']}) "
-                    f"that is running on {self.out_dir}"
+                    f"that is running on {self.out_dir}" + self._other_host(owner)
                 )
                 announced = True
             time.sleep(self.poll_seconds)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from stemlab.errors import StemlabWarning
 from stemlab.study.spec import Study
-from stemlab.study.store import CellStore, atomic_write_text
+from stemlab.study.store import CellStore, _depth_problem, atomic_write_text, json_safe
 
 __all__ = [
     "MANIFEST_NAME",
@@ -33,6 +33,8 @@ __all__ = [
 ]
 
 MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+"""A manifest above this size is not one stemlab wrote: set aside unread."""
 
 
 def _is_int(value: Any) -> bool:
@@ -56,6 +58,9 @@ def manifest_problem(manifest: Any) -> str | None:
     """What is wrong with ``manifest`` (a parsed ``manifest.json``), or ``None`` if nothing."""
     if not isinstance(manifest, dict):
         return f"not a JSON object but {type(manifest).__name__}"
+    nested = _depth_problem(manifest)
+    if nested is not None:
+        return nested
     expected = {
         "study": str,
         "quick": bool,
@@ -68,8 +73,8 @@ def manifest_problem(manifest: Any) -> str | None:
         if not isinstance(manifest.get(field), kind):
             return f"field {field!r} is missing or not a {kind.__name__}"
     counts = manifest["cells"]
-    if not all(_is_int(counts.get(f)) for f in ("total", "ok", "failed")):
-        return "cells.total/ok/failed are not integers"
+    if not all(_is_int(counts.get(f)) and counts[f] >= 0 for f in ("total", "ok", "failed")):
+        return "cells.total/ok/failed are not integers >= 0"
     if not isinstance(counts.get("seconds", {}), dict):
         return "cells.seconds is not a dict"
     if not all(_run_ok(run) for run in manifest["runs"]):
@@ -82,15 +87,33 @@ def manifest_problem(manifest: Any) -> str | None:
     return None
 
 
-def cell_counts(cells: pd.DataFrame) -> dict[str, Any]:
-    """The manifest's ``cells`` section from the ``cells`` table of :func:`build_tables`."""
-    if cells.empty:
-        return {"total": 0, "ok": 0, "failed": 0, "seconds": {}}
+def cell_counts(cells: pd.DataFrame, *, total: int | None = None) -> dict[str, Any]:
+    """The manifest's ``cells`` section from the ``cells`` table of :func:`build_tables`.
+
+    Args:
+        cells: the stored cells (one row each, with ``key``, ``status``, ``seconds``).
+        total: cells in the study's grid (the count "N of M cells finished" uses); default:
+            the rows of ``cells`` (when no grid is known).
+
+    Returns:
+        ``{"total", "ok", "failed", "diverged", "missing", "seconds"}``: ``missing`` are the
+        grid's cells with no record; ``failed`` counts failed cells only.
+    """
+    status = cells["status"] if not cells.empty else pd.Series(dtype=object)
+    stored = len(cells)
+    total = stored if total is None else int(total)
+    seconds = (
+        cells.set_index("key")["seconds"].astype(float).round(2).to_dict()
+        if not cells.empty
+        else {}
+    )
     return {
-        "total": len(cells),
-        "ok": int((cells["status"] == "ok").sum()),
-        "failed": int((cells["status"] != "ok").sum()),
-        "seconds": cells.set_index("key")["seconds"].astype(float).round(2).to_dict(),
+        "total": total,
+        "ok": int((status == "ok").sum()),
+        "failed": int((status == "failed").sum()),
+        "diverged": int((status == "diverged").sum()),
+        "missing": max(0, total - stored),
+        "seconds": json_safe(seconds),
     }
 
 
@@ -217,16 +240,28 @@ def read_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
         The manifest, or ``None`` if ``out_dir`` has none.
     """
     path = Path(out_dir) / MANIFEST_NAME
-    try:
-        text = path.read_bytes().decode("utf-8", errors="replace")
-    except FileNotFoundError:
+    if not (path.exists() or path.is_symlink()):
         return None
-    try:
-        manifest = json.loads(text)
-    except ValueError as exc:
-        problem: str | None = f"not valid JSON ({exc})"
+    regular = path.is_file()
+    data = b""
+    if regular:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_MANIFEST_BYTES + 1)
+    text = data.decode("utf-8", errors="replace")
+    problem: str | None
+    if not regular:
+        problem, text = "not a regular file", ""
+    elif len(data) > MAX_MANIFEST_BYTES:
+        problem, text = f"above the {MAX_MANIFEST_BYTES}-byte cap of a manifest", ""
     else:
-        problem = manifest_problem(manifest)
+        try:
+            manifest = json.loads(text)
+        except ValueError as exc:
+            problem = f"not valid JSON ({exc})"
+        except RecursionError:
+            problem = "JSON nested deeper than Python can read"
+        else:
+            problem = manifest_problem(manifest)
     if problem is None:
         return manifest
     aside = path.with_name(f"{MANIFEST_NAME}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
@@ -247,5 +282,5 @@ def read_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
 def write_manifest(out_dir: str | os.PathLike[str], manifest: dict[str, Any]) -> Path:
     """Write ``manifest`` to ``out_dir/manifest.json`` atomically and return the path."""
     path = Path(out_dir) / MANIFEST_NAME
-    atomic_write_text(path, json.dumps(manifest, indent=2, default=str))
+    atomic_write_text(path, json.dumps(json_safe(manifest), indent=2, default=str, allow_nan=False))
     return path

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import importlib.util
 import json
 import os
 import sys
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,16 +20,33 @@ from tqdm.auto import tqdm
 
 from stemlab._validation import check_choice
 from stemlab.device import resolve_device
-from stemlab.errors import StudyFileError
+from stemlab.errors import StemlabWarning, StudyFileError
 from stemlab.study.cell import package_versions
 from stemlab.study.executors import EXECUTORS, make_executor
 from stemlab.study.lock import StudyLock
-from stemlab.study.manifest import read_manifest
-from stemlab.study.spec import Cell, Study
-from stemlab.study.store import CellStore, atomic_write_text
+from stemlab.study.manifest import cell_counts, read_manifest
+from stemlab.study.spec import Cell, Study, config_hash
+from stemlab.study.store import CellStore, atomic_write_text, json_safe
 from stemlab.study.tables import build_tables, write_tables
 
-__all__ = ["StudyRun", "check_output_folder", "load_study", "run_study", "tables_from_cells"]
+__all__ = [
+    "CELL_OPTIONS",
+    "StudyRun",
+    "check_device_name",
+    "check_output_folder",
+    "check_study",
+    "default_out_dir",
+    "load_study",
+    "run_study",
+    "study_file_of",
+    "tables_from_cells",
+]
+
+CELL_OPTIONS = ("probe_samples",)
+"""``probe_options`` keys the cell itself reads (the probe clips); probes declare their own."""
+
+_LOADED_FROM: dict[str, tuple[str, str]] = {}
+"""Study config hash -> (path, source) of the study file :func:`load_study` read it from."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +61,7 @@ class StudyRun:
         failed: cells whose record says ``"failed"`` after this run.
         seconds: wall time of this run.
         tables: the consolidated tables.
+        diverged: cells whose training diverged (a result, not rerun).
     """
 
     out_dir: Path
@@ -49,6 +71,7 @@ class StudyRun:
     failed: int
     seconds: float
     tables: dict[str, pd.DataFrame]
+    diverged: int = 0
 
 
 def load_study(path: str | os.PathLike[str]) -> Study:
@@ -94,7 +117,20 @@ def load_study(path: str | os.PathLike[str]) -> Study:
         raise ValueError(
             f"{path} must define STUDY = stemlab.study.Study(...), found {type(study).__name__}"
         )
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        source = ""
+    _LOADED_FROM[config_hash(study.to_config())] = (os.fspath(path.resolve()), source)
     return study
+
+
+def study_file_of(study: Study) -> tuple[str, str] | None:
+    """``(path, source)`` of the study file :func:`load_study` read ``study`` from, if any.
+
+    Workers run this file before their first cell, so what it registers exists there too.
+    """
+    return _LOADED_FROM.get(config_hash(study.to_config()))
 
 
 def _line_in(exc: BaseException, path: Path) -> int | str:
@@ -150,22 +186,96 @@ def tables_from_cells(study: Study, out_dir: str | os.PathLike[str]) -> dict[str
     return tables
 
 
-def check_output_folder(out: Path) -> None:
-    """Create ``out`` and check that a file can be written in it.
+def check_output_folder(out: Path, *, hint: str = "choose another with --out") -> None:
+    """Create ``out`` and check that a file can be written in it (a few KiB, synced).
 
     Raises:
-        ValueError: ``out`` cannot be created or written (the message says why).
+        ValueError: ``out`` cannot be created or written, or its disk is full (the message
+            says why).
     """
+    probe = out / f".write-test-{os.getpid()}"
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        with open(probe, "wb") as handle:
+            handle.write(b"\0" * 4096)
+            handle.flush()
+            os.fsync(handle.fileno())
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise ValueError(
-            f"output folder {out} is not writable ({reason}); choose another with --out"
-        ) from None
+        raise ValueError(f"output folder {out} is not writable ({reason}); {hint}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+
+
+_DEVICE_NAMES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+
+
+def check_device_name(device: str) -> str:
+    """``device`` as the cells spell it (``"CPU"`` -> ``"cpu"``), checked to exist here.
+
+    Raises:
+        ValueError: not a device name, or not available on this machine.
+    """
+    if not isinstance(device, str):
+        raise ValueError(f"device={device!r} is not allowed; allowed: {', '.join(_DEVICE_NAMES)}")
+    resolve_device(device)
+    name = device.strip().lower()
+    return "auto" if name == "auto" else str(resolve_device(name))
+
+
+def check_study(study: Study) -> None:
+    """Checks of a study before its first cell: each probe's own ``check`` hook, and
+    ``probe_options`` keys that no probe of the study reads (a warning).
+
+    Raises:
+        ValueError: a probe's requirement the study does not meet (the probe's message).
+    """
+    from stemlab.probes.contract import get_probe
+
+    config = study.to_config()
+    probes = [get_probe(name) for name in dict.fromkeys([*study.probes, *study.profile_probes])]
+    for probe in probes:
+        check = getattr(probe, "check", None)
+        if check is not None:
+            check(config)
+    read = set(CELL_OPTIONS)
+    for probe in probes:
+        read |= set(getattr(probe, "options", ()))
+    for key in dict(study.probe_options):
+        if key in read:
+            continue
+        from stemlab.probes.contract import probe_names
+
+        readers = [name for name in probe_names() if key in getattr(get_probe(name), "options", ())]
+        close = difflib.get_close_matches(str(key), sorted(read), n=1)
+        why = (
+            f"only probe {readers[0]!r} reads it, and this study does not run it"
+            if readers
+            else "no probe reads it"
+            + (f" (did you mean {close[0]!r}?)" if close else f"; keys read: {sorted(read)}")
+        )
+        warnings.warn(f"Study probe_options key {key!r} is ignored: {why}", StemlabWarning, 2)
+
+
+def default_out_dir(study: Study, *, quick: bool = False) -> Path:
+    """``reports/<name>``, or ``reports/<name>-quick`` for a quick run (never the full one's)."""
+    return Path("reports") / (f"{study.name}-quick" if quick else study.name)
+
+
+def _check_not_poorer(out: Path, *, quick: bool, force: bool) -> None:
+    """Refuse a quick run into the folder of a full run (its report would be replaced)."""
+    if not quick or force:
+        return
+    manifest = read_manifest(out)
+    if manifest is None or manifest.get("quick"):
+        return
+    done = manifest.get("cells", {}).get("ok", 0)
+    raise ValueError(
+        f"{out} holds a full (not --quick) run with {done} finished cell(s); a quick run would "
+        "replace its report with a poorer one: choose another --out (the default for --quick "
+        f"is reports/<name>-quick) or pass --force"
+    )
 
 
 def run_study(
@@ -181,32 +291,48 @@ def run_study(
     wait: bool = False,
     command: str | None = None,
     threads: int | None = None,
+    study_file: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    after: Callable[[StudyRun], Any] | None = None,
 ) -> StudyRun:
     """Run every cell of ``study`` not finished yet and write the consolidated tables.
 
-    Before any cell runs, the device and the output folder are checked and the folder's lock
-    (:class:`~stemlab.study.lock.StudyLock`) is taken, so one driver at a time works on it.
+    Before any cell runs, the device, the output folder and the probes' requirements are
+    checked and the folder's lock (:class:`~stemlab.study.lock.StudyLock`) is taken, so one
+    driver at a time works on it; the lock is held until ``after`` (the report) has run.
 
     Args:
         study, out_dir, quick, executor, workers, resume, device, progress, threads: see
             :func:`_run_unlocked`.
         wait: if another driver holds the folder, wait for it instead of raising.
         command: the command shown to a second driver (default ``sys.argv``).
+        study_file: the study file every worker runs before its first cell (default: the
+            file :func:`load_study` read ``study`` from, if any).
+        force: allow a quick run into the folder of a full run.
+        after: called with the :class:`StudyRun` under the lock, after the tables and the
+            manifest are written (the CLI draws the report there).
 
     Returns:
         A :class:`StudyRun`.
 
     Raises:
-        ValueError: unknown executor, unavailable device, or an output folder that cannot be
-            written.
+        ValueError: unknown executor, unavailable device, an output folder that cannot be
+            written, a quick run into a full run's folder, or a probe requirement not met.
         StudyLockedError: another live driver holds the folder and ``wait`` is false.
     """
     check_choice("executor", executor, EXECUTORS)
-    resolve_device(device)
-    out = Path(out_dir) if out_dir is not None else Path("reports") / study.name
+    device = check_device_name(device)
+    if study_file is not None:
+        path = Path(study_file)
+        source = study_file_of(study) or (os.fspath(path.resolve()), path.read_text("utf-8"))
+    else:
+        source = study_file_of(study)
+    check_study(study.quick_variant() if quick else study)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(study, quick=quick)
     check_output_folder(out)
     with StudyLock(out, command=command, wait=wait):
-        return _run_unlocked(
+        _check_not_poorer(out, quick=quick, force=force)
+        run = _run_unlocked(
             study,
             out_dir=out,
             quick=quick,
@@ -216,7 +342,11 @@ def run_study(
             device=device,
             progress=progress,
             threads=threads,
+            study_file=source,
         )
+        if after is not None:
+            after(run)
+        return run
 
 
 def _run_unlocked(
@@ -230,6 +360,7 @@ def _run_unlocked(
     device: str = "auto",
     progress: bool = True,
     threads: int | None = None,
+    study_file: tuple[str, str] | None = None,
 ) -> StudyRun:
     """Run every cell of ``study`` not finished yet and write the consolidated tables.
 
@@ -247,17 +378,20 @@ def _run_unlocked(
         progress: show a progress bar.
         threads: torch threads per training cell (default: the cores divided among the
             workers); profiling cells, which time the model, run alone with every core.
+        study_file: ``(path, source)`` of the study file each worker runs first.
 
     Returns:
         A :class:`StudyRun`.
     """
     if quick:
         study = study.quick_variant()
-    out = Path(out_dir) if out_dir is not None else Path("reports") / study.name
+    out = Path(out_dir) if out_dir is not None else default_out_dir(study, quick=quick)
     store = CellStore(out / "cells")
     cells = study.cells()
     todo = [cell for cell in cells if not (resume and store.is_finished(cell.key))]
-    runner = make_executor(executor, workers=workers, device=device, threads=threads)
+    runner = make_executor(
+        executor, workers=workers, device=device, threads=threads, study_file=study_file
+    )
     start = time.perf_counter()
     total = study.grid_size()
     bar = tqdm(
@@ -274,7 +408,8 @@ def _run_unlocked(
         bar.update()
         if record["status"] != "ok":
             tqdm.write(
-                f"cell {record['key']} ({record['config']['stem']}) failed: {record['error']}"
+                f"cell {record['key']} ({record['config']['stem']}) {record['status']}: "
+                f"{record['error']}"
             )
 
     try:
@@ -292,7 +427,7 @@ def _run_unlocked(
         bar.close()
     seconds = time.perf_counter() - start
     tables = tables_from_cells(study, out)
-    failed = int((tables["cells"]["status"] != "ok").sum()) if not tables["cells"].empty else 0
+    counts = cell_counts(tables["cells"], total=total)
     _write_manifest(
         out,
         study,
@@ -307,12 +442,13 @@ def _run_unlocked(
     )
     return StudyRun(
         out_dir=out,
-        total=len(cells),
+        total=total,
         skipped=len(cells) - len(todo),
         ran=len(todo),
-        failed=failed,
+        failed=counts["failed"],
         seconds=seconds,
         tables=tables,
+        diverged=counts["diverged"],
     )
 
 
@@ -351,14 +487,8 @@ def _write_manifest(
         "quick": quick,
         "config": study.to_config(),
         "versions": package_versions(),
-        "cells": {
-            "total": len(cells),
-            "ok": int((cells["status"] == "ok").sum()) if not cells.empty else 0,
-            "failed": int((cells["status"] != "ok").sum()) if not cells.empty else 0,
-            "seconds": cells.set_index("key")["seconds"].round(2).to_dict()
-            if not cells.empty
-            else {},
-        },
+        "cells": cell_counts(cells, total=study.grid_size()),
         "runs": runs,
     }
-    atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str))
+    text = json.dumps(json_safe(manifest), indent=2, default=str, allow_nan=False)
+    atomic_write_text(manifest_path, text)

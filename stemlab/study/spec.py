@@ -78,6 +78,38 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
     return merged
 
 
+MAX_SEED = 2**32 - 1
+"""Largest study seed: seeds feed numpy and torch generators after offsets (data, layers)."""
+
+
+def _check_seeds_and_stems(seeds: Sequence[int], stems: Sequence[str]) -> None:
+    """Seeds within :data:`MAX_SEED`; no stem listed twice under two spellings."""
+    import re
+
+    from stemlab.spec import format_stem_spec, parse_stem_spec
+
+    for index, seed in enumerate(seeds):
+        if seed > MAX_SEED:
+            raise ValueError(
+                f"Study seeds[{index}]={seed} is too large; allowed: 0 to {MAX_SEED} (2**32 - 1)"
+            )
+    seen: dict[str, int] = {}
+    files: dict[str, int] = {}
+    for index, stem in enumerate(stems):
+        if not isinstance(stem, str):
+            raise TypeError(f"Study stems[{index}] must be a stem spec string, got {stem!r}")
+        same = stem if stem == "native" else format_stem_spec(*parse_stem_spec(stem))
+        file = re.sub(r"[^A-Za-z0-9]+", "_", stem).strip("_")  # as figure file names spell it
+        for known, what in ((seen.get(same), "is the same stem as"), (files.get(file), "")):
+            if known is not None:
+                raise ValueError(
+                    f"Study stems[{index}]={stem!r} "
+                    + (what or "would write the same figure files as")
+                    + f" stems[{known}]={stems[known]!r}; list each stem once"
+                )
+        seen[same], files[file] = index, index
+
+
 @dataclass(frozen=True)
 class Study:
     """A stem study: the grid backbones x stems x seeds, trained and probed the same way.
@@ -233,6 +265,7 @@ class Study:
         _plain(self.probe_options), _plain(self.weights), _plain(self.freeze)
         if self.profile is not None:
             _plain(self.profile)
+        _check_seeds_and_stems(self.seeds, self.stems)
 
     def quick_variant(self) -> Study:
         """The study with its ``quick`` overrides applied."""
