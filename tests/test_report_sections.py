@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -221,3 +222,15 @@ def test_selected_lr_stated_per_arm():
     frame = accuracy.accuracy_table(view)
     assert list(frame["lr"]) == [0.03] * 3 and list(frame["top1_mean"]) == [40.0, 81.6, 41.2]
     assert re.fullmatch(r"\d+\.\d to \d+\.\d", frame["top1_ci"].iloc[0])
+
+
+def test_a_table_step_that_failed_is_said(tmp_path):
+    config, tables = study_tables()
+    tables["problems"] = pd.DataFrame(
+        [{"part": "probe cka", "stage": "combine", "error": "ValueError: needs 4 clips"}]
+    )
+    text = build_document(manifest(config), tables, figures_dir=tmp_path).markdown()
+    assert (
+        "- probe cka: combine failed (ValueError: needs 4 clips); its tables are missing." in text
+    )
+    assert "## Accuracy" in text and "## Sweep" in text
