@@ -8,6 +8,7 @@ Every accuracy finding (at the selected settings, over the sweep, at each budget
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -133,6 +134,7 @@ def family_table(
     bounds: tuple[float, float] | None = (0.0, 1.0),
     alpha: float = 0.05,
     replicate: str = "seed",
+    test: str | None = None,
 ) -> pd.DataFrame:
     """The declared family's comparisons of ``metric`` over ``rows``.
 
@@ -145,6 +147,8 @@ def family_table(
             ``[lo - hi, hi - lo]``); None for an unbounded metric.
         alpha: family-wise error rate.
         replicate: what one pair is, for the notes (``"seed"``, ``"sample"``).
+        test: the test to ask ``compare`` for (e.g. ``"sign_flip"`` over sweep samples) when
+            it offers a choice; its default test otherwise.
 
     Returns:
         One row per pair: a, b, n_a, n_b, n_pairs, mean_a, mean_b, diff, ci_low, ci_high
@@ -168,11 +172,16 @@ def family_table(
         empty.attrs.update(m=0, confidence=1 - alpha, family=family_text(view, 0))
         return empty
 
+    options = {}
+    if test is not None and "test" in inspect.signature(view.compare).parameters:
+        options["test"] = test  # the statistics module's test for this pairing, where it has one
+
     def one(a: str, b: str, confidence: float) -> pd.Series:
         two = rows[rows["arm"].isin([a, b])]
         table = view.compare(
-            two, metric=metric, by="arm", baseline=a, pair_by=pair_by, confidence=confidence
-        )
+            two, metric=metric, by="arm", baseline=a, pair_by=pair_by, confidence=confidence,
+            **options,
+        )  # fmt: skip
         return table.iloc[0]
 
     first = [one(a, b, 1 - alpha) for a, b in pairs]
@@ -219,13 +228,20 @@ def _p_text(p: float) -> str:
 
 
 def _n_text(row: pd.Series) -> str:
-    if row["test"] == "paired t":
+    if row["test"] in ("paired t", "sign-flip"):
         return f"n={int(row['n_pairs'])}"
     return (
         f"n={int(row['n_a'])} vs {int(row['n_b'])}"
         if row["n_a"] != row["n_b"]
         else (f"n={int(row['n_a'])}")
     )
+
+
+def _crosses(row: pd.Series) -> str:
+    """Said when Holm rejects but the (more conservative) Bonferroni interval holds 0."""
+    if row["significant"] and row["ci_low"] <= 0 <= row["ci_high"]:
+        return ", which holds 0: Bonferroni is more conservative than Holm"
+    return ""
 
 
 def row_sentence(
@@ -245,10 +261,12 @@ def row_sentence(
     clipped = ", clipped to the metric's range" if row["clipped"] else ""
     interval = (
         f"simultaneous 95% CI {row['ci_low'] * scale:+.{digits}f} to "
-        f"{row['ci_high'] * scale:+.{digits}f}{clipped}"
+        f"{row['ci_high'] * scale:+.{digits}f}{clipped}{_crosses(row)}"
     )
     if row["test"] == "paired t":
         how = f"paired t over {int(row['n_pairs'])} {replicate}s"
+    elif row["test"] == "sign-flip":
+        how = f"sign-flip test over {int(row['n_pairs'])} {replicate}s"
     else:
         how = f"Welch t, n={int(row['n_a'])} vs {int(row['n_b'])}"
     p = f"Holm-adjusted p {_p_text(float(row['p_adjusted']))}"
@@ -268,7 +286,8 @@ def short_sentences(
         side = "above" if row["diff"] > 0 else "below"
         lines.append(
             f"`{row['b']}` is {abs(row['diff']) * scale:.1f} {unit} {side} `{row['a']}`{where} "
-            f"(simultaneous 95% CI {row['ci_low'] * scale:+.1f} to {row['ci_high'] * scale:+.1f})."
+            f"(Holm-adjusted p {_p_text(float(row['p_adjusted']))}; simultaneous 95% CI "
+            f"{row['ci_low'] * scale:+.1f} to {row['ci_high'] * scale:+.1f}{_crosses(row)})."
         )
     for _, row in table[table["note"] != ""].iterrows():
         lines.append(f"`{row['b']}` vs `{row['a']}`{where}: {row['note']}.")

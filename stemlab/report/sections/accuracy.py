@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.transforms import blended_transform_factory
 from scipy import stats
 
 from stemlab.probes.contract import FigureSpec
@@ -165,7 +166,7 @@ def comparison_table(view: ReportView) -> pd.DataFrame:
 
 
 def _n_row(row) -> str:
-    if row.test == "paired t":
+    if row.test in ("paired t", "sign-flip"):
         return f"n={row.n_pairs}"
     return f"n={row.n_a}" if row.n_a == row.n_b else f"n={row.n_a} vs {row.n_b}"
 
@@ -184,30 +185,38 @@ def forest_plot(table: pd.DataFrame, *, what: str = "test top-1", n_text: str = 
         to +-100 points (the metric's range), said in the title when that happened.
     """
     rows = table.reset_index(drop=True)
-    height = 1.2 + 0.42 * max(len(rows), 1)
-    figure = Figure(figsize=(9.0, height), layout="constrained")
+    height = 1.5 + 0.42 * max(len(rows), 1)
+    figure = Figure(figsize=(10.0, height), layout="constrained")
     ax = figure.subplots()
     ys = np.arange(len(rows))[::-1]
+    # the numbers go in a column right of the axes, so clipped bars never hide them
+    column = blended_transform_factory(ax.transAxes, ax.transData)
     for y, row in zip(ys, rows.itertuples()):
         x = 100 * row.diff
         if row.note:
             ax.plot([x], [y], marker="x", color="0.4", ms=7, ls="none")
-            ax.annotate(
-                "no test: " + row.note.removeprefix("no test possible: "),
-                (x, y), xytext=(8, -3), textcoords="offset points", fontsize=7, color="0.3",
+            ax.text(
+                1.01, y, "no test: " + row.note.removeprefix("no test possible: "),
+                transform=column, fontsize=7, color="0.3", va="center",
             )  # fmt: skip
             continue
         low, high = 100 * row.ci_low, 100 * row.ci_high
         color = "C3" if row.significant and row.diff > 0 else "C0" if row.significant else "0.45"
         ax.plot([low, high], [y, y], color=color, lw=2, solid_capstyle="butt")
-        ax.plot([low, high], [y, y], ls="none", marker="|", ms=9, color=color)
+        for end, edge in ((low, -100.0), (high, 100.0)):
+            clipped_end = row.clipped and abs(end - edge) < 1e-9
+            ax.plot(
+                [end], [y], ls="none", color=color, ms=9 if not clipped_end else 7,
+                marker="|" if not clipped_end else ("<" if edge < 0 else ">"),
+            )  # fmt: skip
         ax.plot(
             [x], [y], marker="o", ms=7, ls="none", color=color,
             markerfacecolor=color if row.significant else "white",
         )  # fmt: skip
-        ax.annotate(
-            f"{x:+.1f} [{low:+.1f}, {high:+.1f}]",
-            (high, y), xytext=(6, -3), textcoords="offset points", fontsize=7,
+        p = row.p_adjusted
+        ax.text(
+            1.01, y, f"{x:+.1f} [{low:+.1f}, {high:+.1f}]  p_Holm {'< 0.001' if p < 0.001 else f'{p:.2g}'}",
+            transform=column, fontsize=7, va="center",
         )  # fmt: skip
     ax.axvline(0, color="black", ls="--", lw=1)
     ax.set_yticks(ys, [f"{r.b} vs {r.a} ({_n_row(r)})" for r in rows.itertuples()] or [""])
@@ -217,14 +226,19 @@ def forest_plot(table: pd.DataFrame, *, what: str = "test top-1", n_text: str = 
     finite = finite[np.isfinite(finite.to_numpy(float))]
     if len(finite):
         lo, hi = float(finite.min()), float(finite.max())
-        pad = max(3.0, 0.35 * (hi - lo))
-        ax.set_xlim(max(-100.0, min(lo, 0) - 0.1 * pad), min(100.0, max(hi, 0) + pad))
+        pad = max(2.0, 0.05 * (hi - lo))
+        ax.set_xlim(max(-102.0, min(lo, 0) - pad), min(102.0, max(hi, 0) + pad))
     m = table.attrs.get("m", len(rows))
-    clipped = " Intervals clipped to the metric's range." if rows["clipped"].any() else ""
+    clipped = (
+        "\nIntervals clipped to the metric's range (arrow: clipped end)."
+        if rows["clipped"].any()
+        else ""
+    )
     family = str(table.attrs.get("family", "")).replace("`", "")
     ax.set_title(
-        f"{family[:1].upper() + family[1:]}{'; ' + n_text if n_text else ''}. Bars: simultaneous "
-        f"95% intervals (Bonferroni over {m}); filled: significant (Holm).{clipped}",
+        f"{family[:1].upper() + family[1:]}{'; ' + n_text if n_text else ''}\nBars: simultaneous "
+        f"95% intervals (Bonferroni over {m}, more conservative than Holm); filled: significant "
+        f"after Holm.{clipped}",
         fontsize=9,
     )
     ax.grid(axis="x", alpha=0.3)

@@ -158,6 +158,12 @@ def _epochs_text(budgets: list[int]) -> str:
     return "/".join(str(b) for b in budgets)
 
 
+def _across(view: ReportView, budgets: list[int]) -> str:
+    if view.config.get("budgets"):
+        return f"across budgets {_epochs_text(budgets)} epochs"
+    return f"across epochs {_epochs_text(budgets)} of the training history (no declared budgets)"
+
+
 def _significance(ranking: dict, a: str, b: str) -> str:
     hits = []
     for epoch, table in ranking["tables"].items():
@@ -171,7 +177,7 @@ def _significance(ranking: dict, a: str, b: str) -> str:
         for t in ranking["tables"].values()
     ):
         return "not in the declared family, so untested"
-    return f"significant at {', '.join(hits)} epoch(s)" if hits else "significant at no budget"
+    return f"significant at {', '.join(hits)} epoch(s)" if hits else "not significant at any budget"
 
 
 def _ranking_lines(view: ReportView, *, short: bool) -> list[str]:
@@ -183,23 +189,26 @@ def _ranking_lines(view: ReportView, *, short: bool) -> list[str]:
     if not ranking["flips"]:
         order = " > ".join(f"`{a}`" for a in ranking["orders"][budgets[-1]])
         return [
-            f"Ranking by mean {what} top-1 stable across budgets {_epochs_text(budgets)} epochs"
+            f"Ranking by mean {what} top-1 stable {_across(view, budgets)}"
             + ("." if short else f": {order}.")
         ]
-    parts = []
+    named, quiet = [], 0
     for a, b, diffs in ranking["flips"]:
         numbers = ", ".join(f"{100 * d:+.1f} at {e}" for e, d in diffs.items())
-        parts.append(
-            f"`{b}` vs `{a}`"
-            + ("" if short else f" ({numbers} epochs; {_significance(ranking, a, b)})")
+        tested = _significance(ranking, a, b)
+        if short and not tested.startswith("significant at "):
+            quiet += 1
+            continue
+        named.append(f"`{b}` vs `{a}`" + (f" ({numbers} epochs; {tested})" if not short else ""))
+    text = f"Ranking by mean {what} top-1 changes {_across(view, budgets)}"
+    if named:
+        text += ": " + "; ".join(named) + (" flips" if len(named) == 1 else " flip")
+    if quiet:
+        text += (
+            f"{'; ' if named else ': '}{quiet} pair(s) flip without a significant difference "
+            "at any budget (or outside the declared family)"
         )
-    return [
-        f"Ranking by mean {what} top-1 changes across budgets {_epochs_text(budgets)} epochs: "
-        + "; ".join(parts)
-        + " flip"
-        + ("s" if len(parts) == 1 else "")
-        + "."
-    ]
+    return [text + "."]
 
 
 def _loss_line(view: ReportView) -> list[str]:
