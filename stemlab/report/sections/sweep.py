@@ -26,6 +26,27 @@ from stemlab.report.sections._common import (
 __all__ = ["SECTION", "per_sample", "sweep_edf", "sweep_lr"]
 
 
+def _with_test_top1(view: ReportView, sweep: pd.DataFrame) -> pd.DataFrame:
+    """``sweep`` with ``test_top1`` filled from the sweep cells' ``top1`` (test top-1 at the final
+    budget) where the table left it empty."""
+    cells = view.cells
+    keys = ["backbone", "stem", "seed", "sample"]
+    if "test_top1" in sweep and sweep["test_top1"].notna().all():
+        return sweep
+    if cells.empty or "top1" not in cells or not set(keys) <= set(cells.columns):
+        return sweep.assign(test_top1=sweep.get("test_top1"))
+    done = cells[(cells["kind"] == "sweep") & (cells["status"] == "ok")][[*keys, "top1"]]
+    done = done.astype({"seed": "Int64", "sample": "Int64"})
+    merged = sweep.astype({"seed": "Int64", "sample": "Int64"}).merge(done, on=keys, how="left")
+    if "test_top1" in merged:
+        merged["test_top1"] = pd.to_numeric(merged["test_top1"], errors="coerce").fillna(
+            merged["top1"]
+        )
+    else:
+        merged["test_top1"] = merged["top1"]
+    return merged.drop(columns=["top1"])
+
+
 def per_sample(view: ReportView) -> pd.DataFrame:
     """One row per (backbone, stem, sample): lr, weight_decay, and the mean over the sweep seeds
     of val_top1 / test_top1 (``n_seeds``: seeds averaged; ``selected``: the arm's setting)."""
@@ -33,7 +54,7 @@ def per_sample(view: ReportView) -> pd.DataFrame:
     columns = ["backbone", "stem", "sample", "lr", "weight_decay", "val_top1", "test_top1"]
     if sweep.empty:
         return pd.DataFrame(columns=[*columns, "n_seeds", "selected"])
-    sweep = sweep.dropna(subset=["test_top1"])
+    sweep = _with_test_top1(view, sweep).dropna(subset=["test_top1"])
     grouped = sweep.groupby(["backbone", "stem", "sample"], sort=False)
     frame = grouped.agg(
         lr=("lr", "first"),
@@ -83,7 +104,7 @@ def sweep_edf(view: ReportView) -> Figure:
     ax.set_ylabel("cumulative fraction of sweep samples")
     ax.set_ylim(0, 1.02)
     ax.set_title(
-        "Test-error EDF over the shared hyperparameter samples (dot: the arm's setting "
+        "Test-error EDF over the shared hyperparameter samples\n(dot: the arm's setting "
         "selected on validation)",
         fontsize=10,
     )
