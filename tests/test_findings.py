@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from stemlab.report.findings import accuracy_findings, findings
 
@@ -34,11 +35,16 @@ def test_clear_difference_stated_with_interval_and_adjusted_p():
         }
     )
     text = "\n".join(accuracy_findings(cells, baseline="r2d"))
-    assert "Better than `r2d` (1 of 2, Holm over 2 comparisons)" in text
-    assert "basic vs r2d: +60.3 points (95% CI" in text
-    assert "Not distinguishable from `r2d` at n=3" in text
-    assert "r2plus1d vs r2d" in text
-    assert "Highest mean top-1: `basic` (90.3%)" in text
+    assert (
+        "Higher (1 of 2; each stem vs `r2d`, Holm over 2): `basic` vs `r2d`: +60.3 points" in text
+    )
+    # the interval is simultaneous over the family of 2: t quantile at 1 - 0.05 / 2
+    d = np.array([0.60, 0.61, 0.60])
+    half = stats.t.ppf(1 - 0.025 / 2, 2) * d.std(ddof=1) / np.sqrt(3)
+    assert f"(simultaneous 95% CI {100 * (d.mean() - half):+.1f} to" in text
+    assert "`r2plus1d` vs `r2d`: +3.7 points, not distinguishable at n=3" in text
+    # baseline family: the best arm is described, not ranked with a second family
+    assert "Highest mean validation top-1: `basic` (90.3%); the declared family compares" in text
 
 
 def test_best_stem_not_named_when_tied():
@@ -49,15 +55,16 @@ def test_best_stem_not_named_when_tied():
             "c3d": [0.99, 0.96, 0.98],
         }
     )
-    text = "\n".join(accuracy_findings(cells, baseline="r2d"))
-    assert "not distinguishable at n=3 from `wide`" in text or "from `c3d`" in text
-    assert "no single best stem can be named" in text
+    text = "\n".join(accuracy_findings(cells, baseline="r2d", config={"comparisons": "all_pairs"}))
+    assert "not distinguishable from `wide` (all 3 pairs, Holm over 3)" in text
+    assert "so no single best arm can be named" in text
 
 
 def test_single_seed_is_never_significant():
     cells = _cells({"r2d": [0.3], "basic": [0.9]})
     text = "\n".join(accuracy_findings(cells, baseline="r2d"))
-    assert "Better than" not in text and "Not distinguishable from `r2d` at n=1" in text
+    assert "Higher" not in text
+    assert "`basic` vs `r2d`: no test possible: a group has fewer than 2 values (n=1 vs 1)" in text
 
 
 def test_backbone_ordering_names_significant_pairs_only():
@@ -66,10 +73,15 @@ def test_backbone_ordering_names_significant_pairs_only():
         _cells({"native": [0.80, 0.82, 0.79]}, backbone="r3d_18"),
         _cells({"native": [0.81, 0.78, 0.83]}, backbone="r2plus1d_18"),
     ]
-    text = "\n".join(accuracy_findings(pd.concat(frames, ignore_index=True)))
-    assert text.startswith("Backbones ordered by mean top-1 over 3 seed(s): `r2d_18` 25.0% <")
-    assert "Significant pairs (Holm over 3)" in text
-    assert "Not distinguishable at n=3: `r3d_18` vs `r2plus1d_18`" in text
+    text = "\n".join(
+        accuracy_findings(pd.concat(frames, ignore_index=True), config={"comparisons": "all_pairs"})
+    )
+    assert "(all 3 pairs, Holm over 3)" in text
+    assert "`r3d_18/native` vs `r2d_18/native`: +55.3 points (simultaneous" in text
+    assert (
+        "`r2plus1d_18/native` vs `r3d_18/native`: +0.3 points, not distinguishable at n=3" in text
+    )
+    assert "optimis" not in text  # training loss is never read as optimisation
 
 
 def test_no_cells_no_claims():
@@ -78,5 +90,5 @@ def test_no_cells_no_claims():
         "difference is claimed."
     ]
     assert accuracy_findings(pd.DataFrame()) == [
-        "No cell finished training, so there is no accuracy to compare."
+        "No training cell finished, so there is no accuracy to compare."
     ]

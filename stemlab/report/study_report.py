@@ -1,8 +1,11 @@
 """Render a study folder (tables, cells, manifest) into figures, ``report.md`` and ``index.html``.
 
-The report is assembled from the registered probes: each contributes its summary columns (with
-their descriptions), its figures and its findings; this module adds what is about accuracy
-(comparisons paired by seed, accuracy against cost, training curves) and the page around them.
+The report is one loop over declared parts: the report's own sections
+(:mod:`stemlab.report.sections`: accuracy, sweep, budgets, costs, weights) and the study's
+probes, in one order. Each part contributes tables, figures and findings; this module names no
+metric. The page opens with the sections' headline figures (the forest plot of the declared
+comparisons) and one short sentence per finding; the details follow part by part. A part whose
+step raises is reported as missing and the rest is drawn from what finished.
 """
 
 from __future__ import annotations
@@ -10,52 +13,25 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 from matplotlib.figure import Figure
 
-from stemlab.probes.contract import FigureSpec, StudyView, get_probe, probe_names
+from stemlab.probes.contract import FigureSpec, StudyProbe, get_probe, probe_names
 from stemlab.report.document import Document
-from stemlab.report.findings import accuracy_findings
+from stemlab.report.sections import ReportView, StudySection, TableSpec, get_section, section_names
+from stemlab.report.sections._common import reference_arms
 from stemlab.report.stats import compare, holm
-from stemlab.report.study_figures import accuracy_vs_gflops, training_curves
 from stemlab.study.store import CellStore, atomic_write_bytes, atomic_write_text
 from stemlab.study.tables import TRAINED_COLUMNS, read_tables, summary_columns
 
-__all__ = ["render_report"]
+__all__ = ["build_document", "build_view", "render_report"]
 
-ACCURACY_SHOWN = [
-    "top1_mean",
-    "top1_ci",
-    "top1_std",
-    "top5_mean",
-    "train_loss",
-    "val_loss",
-    "n_seeds",
-    "n_failed",
-]
-TRAINED_SHOWN = ["train_stem_width", "train_params", "train_gflops", "train_seconds"]
-COST_SHOWN = [
-    "params",
-    "gflops",
-    "gflops_conv_linear",
-    "stem_gflops",
-    "downstream_gflops",
-    "latency_ms",
-    "latency_fwd_bwd_ms",
-]
-STEM_SHOWN = ["stem_kernel", "stem_stride", "stem_width", "stem_params"]
-WEIGHTS_SHOWN = [
-    "weights_loaded",
-    "weights_transferred",
-    "weights_initialized",
-    "transfer_error",
-    "transfer_feature_rel_error",
-    "transfer_feature_cosine",
-]
+T = TypeVar("T")
 
 
 def _png(fig: Figure) -> bytes:
@@ -108,36 +84,257 @@ def _num_classes(cells: pd.DataFrame) -> int | None:
     return int(cells["num_classes"].dropna().iloc[0])
 
 
-def _label_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    if frame.empty or frame["backbone"].nunique() == 1:
-        return frame.drop(columns=["backbone"], errors="ignore")
-    return frame
+def build_view(
+    config: Mapping[str, Any],
+    tables: Mapping[str, pd.DataFrame],
+    *,
+    arrays: Callable[[str], dict[str, Any]] | None = None,
+    descriptions: Mapping[str, str] | None = None,
+) -> ReportView:
+    """The view every section and probe of the report reads.
+
+    Args:
+        config: the study config (``Study.to_config()``, plus ``class_names`` if known).
+        tables: the study's tables by name (``cells``, ``summary`` at least; may be empty).
+        arrays: reader of a cell's stored arrays (default: none stored).
+        descriptions: column descriptions for table legends.
+
+    Returns:
+        The :class:`ReportView`.
+
+    Raises:
+        ValueError: if ``config["comparisons"]`` is neither ``"baseline"`` nor ``"all_pairs"``.
+    """
+    from stemlab._validation import check_choice
+
+    tables = dict(tables)
+    for name in ("cells", "summary"):
+        tables.setdefault(name, pd.DataFrame())
+    cells = tables["cells"]
+    comparisons = check_choice(
+        "comparisons", config.get("comparisons") or "baseline", ["baseline", "all_pairs"]
+    )
+    num_classes = _num_classes(cells)
+    chance = None
+    if not cells.empty and "chance" in cells and cells["chance"].notna().any():
+        chance = float(cells["chance"].dropna().iloc[0])
+    elif num_classes:
+        chance = 1.0 / num_classes
+    declared = _reference_stem(config)
+    references, notes = reference_arms(config, cells, declared)
+    return ReportView(
+        config=config,
+        cells=cells,
+        summary=tables["summary"],
+        tables=tables,
+        arrays=arrays or (lambda key: {}),
+        compare=compare,
+        baseline=next(iter(references.values()), declared) if references else declared,
+        holm=holm,
+        comparisons=comparisons,
+        chance=chance,
+        num_classes=num_classes,
+        descriptions=dict(descriptions or {}),
+        references=references,
+        reference_notes=notes,
+    )
 
 
-def _accuracy_intervals(view: StudyView) -> pd.DataFrame:
-    """95% t-interval of each row's mean top-1 over seeds (label, ci_low, ci_high)."""
-    from scipy import stats
+@dataclass
+class _Part:
+    """A section or a probe, as the renderer loops over them."""
 
-    rows = []
-    for (backbone, stem), group in view.trained().groupby(["backbone", "stem"], sort=False):
-        values = group["top1"].dropna().to_numpy(dtype=float)
-        if len(values) < 2:
+    name: str
+    title: str
+    order: int
+    section: StudySection | None = None
+    probe: StudyProbe | None = None
+
+
+def _parts(view: ReportView, probes: list[StudyProbe]) -> list[_Part]:
+    parts = [
+        _Part(s.name, s.title, s.order, section=s)
+        for s in (get_section(n) for n in section_names())
+        if s.applies(view.tables)
+    ]
+    parts += [_Part(p.name, p.name, p.order, probe=p) for p in probes]
+    return sorted(parts, key=lambda p: (p.order, p.section is None, p.name))
+
+
+def _attempt(view: ReportView, what: str, step: Callable[[], T], default: T) -> T:
+    """``step()``; if it raises, record what is missing and return ``default``."""
+    try:
+        return step()
+    except Exception as exc:  # a failing part must not take the report with it
+        view.missing.append(f"{what} could not be computed ({type(exc).__name__}: {exc}).")
+        return default
+
+
+def _step(
+    view: ReportView,
+    what: str,
+    step: Callable[[ReportView], list[T]] | None,
+    *,
+    cells: bool = True,
+    always: bool = False,
+) -> list[T]:
+    """``step(view)`` as a list ([] when the part declares no such step or nothing finished)."""
+    if step is None or not (cells or always):
+        return []
+    return list(_attempt(view, what, lambda: step(view), []) or [])
+
+
+def _probe_tables(view: ReportView, probe: StudyProbe, claimed: set[str]) -> list[TableSpec]:
+    summary = view.summary
+    columns = [
+        c.name
+        for c in probe.summary
+        if c.name not in claimed and c.name in summary and summary[c.name].notna().any()
+    ]
+    if summary.empty or not columns:
+        return []
+    keys = ["backbone", "stem"] if summary["backbone"].nunique() > 1 else ["stem"]
+    legend = "; ".join(f"**{c.name}**: {c.description}" for c in probe.summary if c.name in columns)
+    chunks = [columns[start : start + 6] for start in range(0, len(columns), 6)]
+    return [
+        TableSpec(None, summary[[*keys, *chunk]], legend + "." if i == len(chunks) - 1 else "")
+        for i, chunk in enumerate(chunks)
+    ]
+
+
+def _draw(
+    doc: Document, view: ReportView, specs: list[FigureSpec], folder: Path, what: str
+) -> None:
+    for spec in specs:
+        fig = _attempt(view, f"{what}: figure {spec.name}", spec.make, None)
+        if fig is None:
             continue
-        half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / len(values) ** 0.5
-        rows.append(
-            {
-                "backbone": backbone,
-                "stem": stem,
-                "label": view.label(backbone, stem),
-                "ci_low": values.mean() - half,
-                "ci_high": values.mean() + half,
-            }
+        png = _png(fig)
+        atomic_write_bytes(folder / f"{spec.name}.png", png)
+        doc.figure(f"figures/{spec.name}.png", spec.caption, png)
+
+
+def build_document(
+    manifest: Mapping[str, Any],
+    tables: Mapping[str, pd.DataFrame],
+    *,
+    figures_dir: str | os.PathLike[str],
+    arrays: Callable[[str], dict[str, Any]] | None = None,
+    command: str | None = None,
+    title: str | None = None,
+) -> Document:
+    """The report of a study as a :class:`Document`; figures are written to ``figures_dir``.
+
+    Args:
+        manifest: the study's manifest (config, cell counts, runs, versions).
+        tables: the study's tables by name.
+        figures_dir: where the PNG files go.
+        arrays: reader of a cell's stored arrays.
+        command: the command that reproduces the study.
+        title: the study's name (default: the manifest's).
+
+    Returns:
+        The document (render with ``.markdown()`` / ``.html()``).
+    """
+    config = dict(manifest.get("config", {}) or {})
+    probes = [get_probe(name) for name in _study_probes(config)]
+    descriptions = {c: d for c, d in TRAINED_COLUMNS}
+    descriptions.update({c: d for c, _, d in summary_columns([p.name for p in probes])})
+    view = build_view(config, tables, arrays=arrays, descriptions=descriptions)
+    cells = view.cells
+    folder = Path(figures_dir)
+    name = title or manifest.get("study", "")
+
+    for extra in ("problems",):  # steps the study could not build (a probe's combine, ...)
+        problems = view.tables.get(extra)
+        if isinstance(problems, pd.DataFrame) and not problems.empty and "error" in problems:
+            for row in problems.itertuples():
+                view.missing.append(
+                    f"{getattr(row, 'part', 'a table step')}: {getattr(row, 'stage', 'step')} "
+                    f"failed ({row.error}); its tables are missing."
+                )
+
+    parts = _parts(view, probes)
+    claimed = {c for p in parts if p.section for c in p.section.summary}
+    rendered: list[tuple[_Part, list[TableSpec], list[str], list[FigureSpec]]] = []
+    headlines: list[str] = []
+    headline_figures: list[FigureSpec] = []
+    has_cells = not cells.empty
+    for part in parts:
+        what = f"{'section' if part.section else 'probe'} {part.name}"
+        declared = part.section or part.probe
+        if part.section is not None:
+            tables_ = _step(view, f"{what}: tables", part.section.show, always=True)
+            headlines += _step(view, f"{what}: headline", part.section.headline, cells=has_cells)
+            headline_figures += _step(
+                view, f"{what}: headline figures", part.section.headline_figures, cells=has_cells
+            )
+        else:
+            tables_ = _probe_tables(view, part.probe, claimed)
+        findings = _step(view, f"{what}: findings", declared.findings, cells=has_cells)
+        specs = _step(view, f"{what}: figures", declared.figures, cells=has_cells)
+        rendered.append((part, tables_, findings, specs))
+
+    doc = Document(f"Study: {name}")
+    if config.get("description"):
+        doc.paragraph(config["description"])
+    doc.paragraph(_status_line(manifest, cells))
+    doc.contents()
+    doc.heading("Findings")
+    top_figures = Document("")
+    _draw(top_figures, view, headline_figures, folder, "the headline")
+    doc.blocks += top_figures.blocks
+    if any(p.probe is not None and f for p, _, f, _ in rendered):
+        headlines.append(
+            "The probes' findings (with their intervals) are under each probe's heading below."
         )
-    return pd.DataFrame(rows, columns=["backbone", "stem", "label", "ci_low", "ci_high"])
+    top = list(view.missing) + headlines if has_cells else ["No results yet."]
+    reported = len(view.missing)
+    doc.bullets(top)
 
+    for part, tables_, findings, specs in rendered:
+        if not (tables_ or findings or specs):
+            continue
+        doc.heading(part.title)
+        description = part.section.description if part.section else part.probe.description
+        if description and part.probe is not None:
+            doc.paragraph(f"*{description}*")
+        elif description:
+            doc.paragraph(description)
+        for spec in tables_:
+            if spec.title:
+                doc.paragraph(f"**{spec.title}**")
+            doc.table(spec.frame)
+            if spec.note:
+                doc.paragraph(spec.note)
+        if findings:
+            doc.bullets(findings)
+        _draw(doc, view, specs, folder, f"{part.name}")
 
-def _legend(columns: list[str], descriptions: dict[str, str]) -> str:
-    return "; ".join(f"**{c}**: {descriptions[c]}" for c in columns if c in descriptions) + "."
+    top.extend(view.missing[reported:])  # figure steps that failed after the list was made
+    if has_cells and (cells["status"] != "ok").any():
+        doc.heading("Failed cells")
+        failed = cells.loc[
+            cells["status"] != "ok",
+            [
+                c
+                for c in ("key", "kind", "backbone", "stem", "seed", "status", "error")
+                if c in cells
+            ],
+        ]
+        doc.table(failed)
+
+    doc.heading("Reproduce")
+    doc.code(command or f"stemlab study run studies/{name}.py")
+    doc.paragraph(
+        "Versions: "
+        + ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items() if k != "platform")
+        + "."
+    )
+    doc.paragraph("Tables (CSV):")
+    for table in sorted(tables):
+        doc.link(f"tables/{table}.csv", f"tables/{table}.csv")
+    return doc
 
 
 def render_report(
@@ -161,159 +358,19 @@ def render_report(
         FileNotFoundError: ``out_dir`` has no ``manifest.json`` (not a study folder).
     """
     out = Path(out_dir)
-    manifest = _read_manifest(out)
+    manifest = dict(_read_manifest(out))
     tables = tables if tables is not None else read_tables(out / "tables")
-    store = CellStore(out / "cells")
-    config = manifest.get("config", {}) or {}
-    config = {**config, "class_names": _class_names(config)}
-    summary, cells = tables["summary"], tables["cells"]
-    baseline = _reference_stem(config)
-    view = StudyView(
-        config=config,
-        cells=cells,
-        summary=summary,
-        tables=tables,
-        arrays=store.read_arrays,
-        compare=compare,
-        baseline=baseline,
-        holm=holm,
-    )
-    probes = [get_probe(name) for name in _study_probes(config)]
-    descriptions = {c: d for c, d in TRAINED_COLUMNS}
-    descriptions.update({c: d for c, _, d in summary_columns([p.name for p in probes])})
-    descriptions.update(
-        {
-            "top1_mean": "validation top-1 of the trained CPU-scale model, mean over seeds",
-            "top1_ci": "95% t-interval of that mean",
-            "top1_std": "sample std over seeds",
-            "top5_mean": "validation top-5, mean over seeds",
-            "n_seeds": "seeds that finished",
-            "n_failed": "seeds that failed",
-            "latency_ms": "median forward time of the profiling model (ms, this machine)",
-        }
-    )
-    num_classes = _num_classes(cells)
-    chance = 1.0 / num_classes if num_classes else None
-
-    doc = Document(f"Study: {manifest.get('study', out.name)}")
-    if config.get("description"):
-        doc.paragraph(config["description"])
-    doc.paragraph(_status_line(manifest, cells))
-    doc.contents()
-
-    doc.heading("Findings")
-    lines = accuracy_findings(cells, baseline=baseline, config=config) if not cells.empty else []
-    for probe in probes:
-        if probe.findings is not None and not cells.empty:
-            lines += probe.findings(view)
-    doc.bullets(lines or ["No results yet."])
-
-    intervals = _accuracy_intervals(view) if not cells.empty else pd.DataFrame()
-    if not summary.empty:
-        _summary_tables(doc, summary, intervals, descriptions, num_classes, view)
-
-    if not cells.empty and "top1" in cells:
-        trained = view.trained()
-        for backbone, rows in trained.groupby("backbone", sort=False):
-            if rows["stem"].nunique() < 2:
-                continue
-            table = compare(rows, metric="top1", by="stem", baseline=baseline)
-            doc.heading(
-                f"Comparisons on {backbone}" if view.single_backbone() is False else "Comparisons"
-            )
-            doc.paragraph(
-                f"Each stem against `{baseline}`: top-1 difference (b - a, points), its 95% "
-                "interval, and the Holm-adjusted p of a paired t-test over seeds (Welch where the "
-                "seeds differ). `significant` means adjusted p < 0.05."
-            )
-            shown = table[
-                [
-                    "a",
-                    "b",
-                    "n_a",
-                    "n_b",
-                    "diff",
-                    "ci_low",
-                    "ci_high",
-                    "p_value",
-                    "p_adjusted",
-                    "significant",
-                    "test",
-                ]
-            ].copy()
-            for column in ("diff", "ci_low", "ci_high"):
-                shown[column] = (100 * shown[column]).round(1)
-            doc.table(shown)
-        if (
-            trained["backbone"].nunique() > 1
-            and trained.groupby("backbone")["stem"].nunique().max() == 1
-        ):
-            table = compare(trained, metric="top1", by="backbone")
-            doc.heading("Comparisons")
-            doc.paragraph(
-                "Every pair of backbones: top-1 difference (b - a, points), 95% interval, "
-                "Holm-adjusted p of a paired t-test over seeds."
-            )
-            shown = table[
-                ["a", "b", "n_a", "diff", "ci_low", "ci_high", "p_adjusted", "significant"]
-            ].copy()
-            for column in ("diff", "ci_low", "ci_high"):
-                shown[column] = (100 * shown[column]).round(1)
-            doc.table(shown)
-
-    doc.heading("Figures")
-    specs: list[FigureSpec] = []
-    if not summary.empty and summary.get("top1_mean", pd.Series()).notna().any():
-        specs.append(
-            FigureSpec(
-                "accuracy_vs_gflops",
-                "Validation top-1 of the trained CPU-scale models against their own GFLOPs "
-                "(one training clip); error bars: 95% interval of the mean over seeds; dashed: "
-                "chance. The full-size profiling GFLOPs are in the cost table.",
-                lambda: accuracy_vs_gflops(
-                    summary, chance=chance, intervals=intervals if len(intervals) else None
-                ),
-            )
-        )
-    epochs = tables.get("epochs", pd.DataFrame())
-    if not epochs.empty:
-        specs.append(
-            FigureSpec(
-                "training_curves",
-                "Validation top-1 and training loss per epoch (mean over seeds; band: min..max); "
-                "dashed: chance.",
-                lambda: training_curves(epochs, chance=chance),
-            )
-        )
-    for probe in probes:
-        if probe.figures is not None and not cells.empty:
-            specs += probe.figures(view)
+    config = dict(manifest.get("config", {}) or {})
+    manifest["config"] = {**config, "class_names": _class_names(config)}
     figures_dir = out / "figures"
-    for spec in specs:
-        try:
-            fig = spec.make()
-        except (ValueError, KeyError) as exc:  # a figure whose data is missing is reported
-            doc.paragraph(f"Figure {spec.name} could not be drawn: {exc}")
-            continue
-        png = _png(fig)
-        atomic_write_bytes(figures_dir / f"{spec.name}.png", png)
-        doc.figure(f"figures/{spec.name}.png", spec.caption, png)
-
-    if not cells.empty and (cells["status"] != "ok").any():
-        doc.heading("Failed cells")
-        failed = cells.loc[cells["status"] != "ok", ["key", "kind", "backbone", "stem", "error"]]
-        doc.table(failed)
-
-    doc.heading("Reproduce")
-    doc.code(command or f"stemlab study run studies/{manifest.get('study', out.name)}.py")
-    doc.paragraph(
-        "Versions: "
-        + ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items() if k != "platform")
-        + "."
+    doc = build_document(
+        manifest,
+        tables,
+        figures_dir=figures_dir,
+        arrays=CellStore(out / "cells").read_arrays,
+        command=command,
+        title=manifest.get("study") or out.name,
     )
-    doc.paragraph("Tables (CSV):")
-    for name in sorted(tables):
-        doc.link(f"tables/{name}.csv", f"tables/{name}.csv")
     markdown, page = out / "report.md", out / "index.html"
     atomic_write_text(markdown, doc.markdown())
     atomic_write_text(page, doc.html())
@@ -339,65 +396,3 @@ def _status_line(manifest: Mapping[str, Any], cells: pd.DataFrame) -> str:
             text += f", {last['ran']} cell(s) computed, {last.get('skipped', 0)} reused"
         text += "."
     return text
-
-
-def _summary_tables(
-    doc: Document,
-    summary: pd.DataFrame,
-    intervals: pd.DataFrame,
-    descriptions: dict[str, str],
-    num_classes: int | None,
-    view: StudyView,
-) -> None:
-    frame = summary.copy()
-    if len(intervals):
-        merged = frame.merge(intervals, on=["backbone", "stem"], how="left")
-        frame["top1_ci"] = [
-            f"{100 * lo:.1f} to {100 * hi:.1f}" if pd.notna(lo) else ""
-            for lo, hi in zip(merged["ci_low"], merged["ci_high"])
-        ]
-    for column in ("top1_mean", "top1_std", "top5_mean"):
-        if column in frame:
-            frame[column] = (100 * frame[column]).round(1)
-    hidden_top5 = num_classes is not None and num_classes <= 5
-    groups = [
-        (
-            "Accuracy",
-            [c for c in ACCURACY_SHOWN if not (hidden_top5 and c == "top5_mean")] + TRAINED_SHOWN,
-            "Top-1 in percent. The trained models are the CPU-scale ones of the study."
-            + (" Top-5 is hidden: with 5 or fewer classes it says nothing." if hidden_top5 else ""),
-        ),
-        (
-            "Cost at full size",
-            COST_SHOWN,
-            f"The full-size profiling model ({view.profile_text()}); one FMA = one flop.",
-        ),
-        ("Stems", STEM_SHOWN, "The stems at full size (profiling model)."),
-        (
-            "Pretrained weights",
-            WEIGHTS_SHOWN,
-            "Tensor counts from the weights report; feature "
-            "errors compare the stem-changed pretrained model with the native one on the probe clips, "
-            "before fine-tuning.",
-        ),
-    ]
-    shown_columns = {"backbone", "stem", "profile_backbone", "top5_mean"}
-    for title, columns, note in groups:
-        present = [c for c in columns if c in frame and frame[c].notna().any()]
-        shown_columns.update(present)
-        if not present:
-            continue
-        doc.heading(title)
-        doc.table(_label_frame(frame[["backbone", "stem", *present]]))
-        doc.paragraph(note + " " + _legend(present, descriptions))
-    rest = [
-        c
-        for c in frame.columns
-        if c not in shown_columns and c in descriptions and frame[c].notna().any()
-    ]
-    if rest:
-        doc.heading("Probes")
-        for start in range(0, len(rest), 5):
-            part = rest[start : start + 5]
-            doc.table(_label_frame(frame[["backbone", "stem", *part]]))
-        doc.paragraph(_legend(rest, descriptions))

@@ -183,10 +183,22 @@ def build_tables(
         arrays=store.read_arrays,
         baseline=baseline,
     )
+    problems = []
     for name in probes:
         probe = get_probe(name)
         if probe.combine is not None and not cell_table.empty:
-            tables.update(probe.combine(view))
+            try:
+                tables.update(probe.combine(view))
+            except Exception as exc:  # one probe's failure must not cost the other tables
+                problems.append(
+                    {
+                        "part": f"probe {name}",
+                        "stage": "combine",
+                        "error": f"{type(exc).__name__}: {exc}",
+                    }
+                )
+    # always written, so a step that failed before and works now leaves no stale record
+    tables["problems"] = pd.DataFrame(problems, columns=["part", "stage", "error"])
     return tables
 
 
