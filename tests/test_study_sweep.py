@@ -141,6 +141,10 @@ def test_sweep_study_end_to_end(tmp_path):
     sweep, selection, cells = tables["sweep"], tables["selection"], tables["cells"]
     assert len(sweep) == 4 and set(sweep["lr"]) == {0.003, 0.03}
     assert sweep["selected"].sum() == 2
+    sweep_cells = cells[cells["kind"] == "sweep"].set_index(["stem", "sample"])
+    for row in sweep.itertuples():
+        assert row.test_top1 == sweep_cells.loc[(row.stem, row.sample), "top1"]
+        assert math.isclose(row.test_top1 * 12, round(row.test_top1 * 12))
     for row in selection.itertuples():
         arm = sweep[sweep["stem"] == row.stem]
         best = arm.sort_values(["val_top1", "val_loss"], ascending=[False, True]).iloc[0]

@@ -81,7 +81,7 @@ def build_splits(config: Mapping[str, Any]) -> Splits:
     Raises:
         ValueError: unknown dataset or missing keys.
     """
-    from stemlab.data import SyntheticMotion, VideoFolder
+    from stemlab.data import SyntheticMotion, VideoFolder, check_disjoint_splits
 
     options = dict(config)
     dataset = options.pop("dataset")
@@ -131,6 +131,7 @@ def build_splits(config: Mapping[str, Any]) -> Splits:
             **{k: v for k, v in options.items() if k != "sampling"},
         )
         _check_same_classes(train, val)
+        check_disjoint_splits(train, val)
         test = None
         if test_split is not None:
             if str(test_split) in (str(train_split), str(val_split)):

@@ -129,6 +129,9 @@ def sweep_tables(cell_table: pd.DataFrame) -> dict[str, pd.DataFrame]:
         return {}
     rows = cell_table[cell_table["kind"] == "sweep"].copy()
     rows["epoch"] = rows.get("epochs_trained")
+    if "top1" in rows:  # a sweep cell's top1 is its test top-1 (validation when there is no test)
+        on_test = rows.get("top1_split", pd.Series("test", index=rows.index)) == "test"
+        rows["test_top1"] = rows["top1"].where(on_test)
     for column in SWEEP_COLUMNS:
         if column not in rows:
             rows[column] = pd.NA
