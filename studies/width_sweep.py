@@ -4,7 +4,14 @@ Run: ``stemlab study run studies/width_sweep.py [--quick]``.
 """
 
 from stemlab.study import Study
-from stemlab.study.presets import CPU_RESNET, MOTION_DATA, MOTION_QUICK, MOTION_TRAINING
+from stemlab.study.presets import (
+    CPU_RESNET,
+    MOTION_BUDGETS,
+    MOTION_DATA,
+    MOTION_QUICK,
+    MOTION_SWEEP,
+    MOTION_TRAINING,
+)
 
 WIDTHS = (16, 32, 64, 128, 256)
 STUDY = Study(
@@ -19,6 +26,8 @@ STUDY = Study(
     seeds=[0, 1],
     data=MOTION_DATA,
     training=MOTION_TRAINING,
+    sweep=MOTION_SWEEP,
+    budgets=MOTION_BUDGETS,
     probes=["flops", "activations", "filters"],
     profile={"backbone": "r2plus1d_18", "input": [1, 3, 16, 112, 112], "num_classes": 400},
     latency_runs=3,

@@ -94,7 +94,7 @@ def test_edges_never_p_zero_clipped_and_noted():
     view = build_view(config, tables)
     table = accuracy.comparison_table(view)
     basic = table.set_index("b").loc["basic"]
-    assert "every paired difference is the same number (+0.05)" in basic["note"]
+    assert basic["note"] == "all 5 paired differences equal (0.05): no variance, no test"
     assert not basic["significant"] and np.isnan(basic["ci_low"])
     plus = table.set_index("b").loc["r2plus1d"]
     assert plus["clipped"] and (plus["ci_low"], plus["ci_high"]) == (-1.0, 1.0)

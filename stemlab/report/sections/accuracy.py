@@ -321,12 +321,12 @@ def _best(view: ReportView, table: pd.DataFrame) -> str:
     best = view.label(*means.index[0])
     text = f"Highest mean {view.accuracy_text().split(' (')[0]}: `{best}` ({pct(means.iloc[0])})"
     if view.comparisons != "all_pairs":
-        involving = table[(table["a"] == best) | (table["b"] == best)]
+        is_reference = means.index[0][1] == view.baseline
         return (
             text
             + "; the declared family compares each arm with the reference only, so it does "
             + "not rank the other arms against each other"
-            + ("." if len(involving) < len(table) else " (the best arm is the reference).")
+            + (" (the best arm is the reference)." if is_reference else ".")
         )
     involving = table[((table["a"] == best) | (table["b"] == best)) & (table["note"] == "")]
     tied = [r.b if r.a == best else r.a for r in involving.itertuples() if not r.significant]
