@@ -10,6 +10,8 @@ __version__ = "0.1.0"
 # Everything loads on first use, so that ``import stemlab`` (and ``stemlab --help``) does not
 # import torch: the public names below, and the layers ``stemlab.data``, ``stemlab.probes``, ...
 _LAZY_ATTRIBUTES = {
+    "Anatomy": "stemlab.anatomy",
+    "anatomy": "stemlab.anatomy",
     "BACKBONES": "stemlab.backbones",
     "list_backbones": "stemlab.backbones",
     "register_backbone": "stemlab.backbones",
@@ -35,6 +37,7 @@ _LAZY_SUBMODULES = (
 )
 
 if TYPE_CHECKING:
+    from stemlab.anatomy import Anatomy, anatomy
     from stemlab.backbones import BACKBONES, list_backbones, register_backbone
     from stemlab.models import create_model
     from stemlab.spec import parse_stem_spec
@@ -59,7 +62,9 @@ def __dir__() -> list[str]:
 __all__ = [
     "BACKBONES",
     "STEMS",
+    "Anatomy",
     "__version__",
+    "anatomy",
     "create_model",
     "create_stem",
     "list_backbones",
