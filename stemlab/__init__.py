@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 _LAZY_ATTRIBUTES = {
     "Anatomy": "stemlab.anatomy",
     "anatomy": "stemlab.anatomy",
+    "swap_stem": "stemlab.swap",
     "BACKBONES": "stemlab.backbones",
     "list_backbones": "stemlab.backbones",
     "register_backbone": "stemlab.backbones",
@@ -38,6 +39,7 @@ _LAZY_SUBMODULES = (
 
 if TYPE_CHECKING:
     from stemlab.anatomy import Anatomy, anatomy
+    from stemlab.swap import swap_stem
     from stemlab.backbones import BACKBONES, list_backbones, register_backbone
     from stemlab.models import create_model
     from stemlab.spec import parse_stem_spec
@@ -73,4 +75,5 @@ __all__ = [
     "parse_stem_spec",
     "register_backbone",
     "register_stem",
+    "swap_stem",
 ]
