@@ -93,6 +93,13 @@ def test_anatomy_matches_the_running_model(backbone: str) -> None:
     assert a.stem_width == stem_out.shape[1] == model.stem.out_channels
     for s in a.stages:
         out = seen[s.module]
+        if s.tokens:  # (N, 1 + T'H'W', C) for MViT blocks, channels last for Swin
+            out = out[0] if isinstance(out, tuple) else out
+            assert out.shape[-1] == s.width, s.module
+            grid = [max(1, i // r) for i, r in zip(x.shape[2:], s.stride)]
+            positions = out.shape[1] - 1 if out.dim() == 3 else out.shape[1:4].numel()
+            assert positions == grid[0] * grid[1] * grid[2], s.module
+            continue
         if s.time_folded:
             assert out.shape[1] == s.width
             assert x.shape[-1] // out.shape[-1] == s.stride[-1]

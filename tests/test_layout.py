@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from small_models import randomized, small_kwargs
+from small_models import TORCHVISION_VIDEO, randomized, small_kwargs
 from torch import nn
 from torchvision.models._api import WeightsEnum
 
@@ -16,7 +16,7 @@ import stemlab
 from stemlab.backbones import BACKBONES, Layout, layout_of, torchvision_weights_enum
 from stemlab.weights import load_weights, torchvision_weights_enums
 
-NAMES = [entry.name for entry in BACKBONES]
+NAMES = [entry.name for entry in BACKBONES if entry.name not in TORCHVISION_VIDEO]
 WIDER = {"video": "wide:width=24", "image": "resnet:width=24"}
 
 
