@@ -86,11 +86,18 @@ def test_anatomy_matches_the_running_model(backbone: str) -> None:
     finally:
         for h in handles:
             h.remove()
-    assert torch.equal(head_out[0], logits)
+    # S3D's head is a 1x1x1 conv whose map is averaged into the logits
+    head = head_out[0]
+    assert torch.equal(head.flatten(2).mean(2) if head.dim() == 5 else head, logits)
     stem_out = seen[a.stem]
     # the consumer reads exactly the stem's output (up to layout changes such as time folding)
-    assert consumer_in[0].numel() == stem_out.numel()
-    assert a.stem_width == stem_out.shape[1] == model.stem.out_channels
+    if backbone.startswith("mvit"):  # tokens, with one class token prepended per clip
+        assert consumer_in[0].numel() == stem_out.numel() + stem_out.shape[0] * stem_out.shape[1]
+    elif backbone.startswith("swin"):  # channels last
+        assert consumer_in[0].shape[-1] == stem_out.shape[1]
+    else:  # the stem's channels (S3D pools in between, recurrent nets fold time)
+        assert consumer_in[0].shape[1] == stem_out.shape[1]
+    assert a.stem_width == stem_out.shape[1] == a.stem_module.out_channels
     for s in a.stages:
         out = seen[s.module]
         if s.tokens:  # (N, 1 + T'H'W', C) for MViT blocks, channels last for Swin

@@ -88,7 +88,9 @@ def test_torchvision_weights_enum_is_the_one_for_this_architecture(name: str) ->
 
 def test_the_torchvision_table_is_read_from_the_layouts() -> None:
     enums = torchvision_weights_enums()
-    assert sorted(enums) == ["mc3_18", "r2plus1d_18", "r3d_18", "resnet18"]
+    assert sorted(enums) == sorted(
+        ["mc3_18", "r2plus1d_18", "r3d_18", "resnet18", *TORCHVISION_VIDEO]
+    )
     assert enums["r2plus1d_18"] is torchvision.models.video.R2Plus1D_18_Weights
 
 
