@@ -30,7 +30,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from stemlab.anatomy import anatomy, module_width
+from stemlab._anatomy import anatomy, module_width
 from stemlab.backbones.layout import Layout
 from stemlab.spec import parse_stem_spec
 from stemlab.stems.registry import create_stem

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from stemlab.anatomy import anatomy
+from stemlab._anatomy import anatomy
 
 __all__ = [
     "ModuleSelector",
