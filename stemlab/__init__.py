@@ -10,6 +10,9 @@ __version__ = "0.1.0"
 # Everything loads on first use, so that ``import stemlab`` (and ``stemlab --help``) does not
 # import torch: the public names below, and the layers ``stemlab.data``, ``stemlab.probes``, ...
 _LAZY_ATTRIBUTES = {
+    "Anatomy": "stemlab._anatomy",
+    "anatomy": "stemlab._anatomy",
+    "swap_stem": "stemlab.swap",
     "BACKBONES": "stemlab.backbones",
     "list_backbones": "stemlab.backbones",
     "register_backbone": "stemlab.backbones",
@@ -35,10 +38,12 @@ _LAZY_SUBMODULES = (
 )
 
 if TYPE_CHECKING:
+    from stemlab._anatomy import Anatomy, anatomy
     from stemlab.backbones import BACKBONES, list_backbones, register_backbone
     from stemlab.models import create_model
     from stemlab.spec import parse_stem_spec
     from stemlab.stems import STEMS, create_stem, list_stems, register_stem
+    from stemlab.swap import swap_stem
     from stemlab.weights import load_weights
 
 
@@ -59,7 +64,9 @@ def __dir__() -> list[str]:
 __all__ = [
     "BACKBONES",
     "STEMS",
+    "Anatomy",
     "__version__",
+    "anatomy",
     "create_model",
     "create_stem",
     "list_backbones",
@@ -68,4 +75,5 @@ __all__ = [
     "parse_stem_spec",
     "register_backbone",
     "register_stem",
+    "swap_stem",
 ]

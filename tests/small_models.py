@@ -12,6 +12,24 @@ SMALL_KWARGS: dict[str, dict[str, Any]] = {
     "cnn_lstm": {"widths": (8, 8, 16, 16), "layers": (1, 1, 1, 1), "hidden_size": 16},
     "cnn_gru": {"widths": (8, 8, 16, 16), "layers": (1, 1, 1, 1), "hidden_size": 16},
 }
+_SMALL_MVIT = {
+    "depths": (1, 1, 1, 1),
+    "embed_dim": 8,
+    "num_heads": 1,
+    "spatial_size": (64, 64),
+    "temporal_size": 8,
+}
+_SMALL_SWIN = {"embed_dim": 8, "depths": (1, 1), "num_heads": (1, 2), "window_size": (2, 4, 4)}
+SMALL_KWARGS.update(
+    {
+        "s3d": {"width_multiplier": 0.125, "inception_blocks": (1, 1, 1)},
+        "mvit_v1_b": _SMALL_MVIT,
+        "mvit_v2_s": _SMALL_MVIT,
+        **{name: _SMALL_SWIN for name in ("swin3d_t", "swin3d_s", "swin3d_b")},
+    }
+)
+TORCHVISION_VIDEO = frozenset(("s3d", "mvit_v1_b", "mvit_v2_s", "swin3d_t", "swin3d_s", "swin3d_b"))
+"""Token / inception backbones (issue 16), outside the ResNet-style contract of the older tests."""
 DEFAULT_SMALL: dict[str, Any] = {"widths": (8, 8, 16, 16), "layers": (1, 1, 1, 1)}
 
 

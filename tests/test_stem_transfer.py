@@ -74,7 +74,14 @@ def test_exact_transfers_keep_the_logits(
 
 
 def test_every_rule_is_registered_with_what_it_handles() -> None:
-    assert list(STEM_TRANSFERS) == ["in_channels", "3d_to_2plus1d", "gate", "kernel_size", "width"]
+    assert list(STEM_TRANSFERS) == [
+        "in_channels",
+        "3d_to_2plus1d",
+        "2plus1d_to_3d",
+        "gate",
+        "kernel_size",
+        "width",
+    ]
     assert all(rule.handles for rule in STEM_TRANSFERS.values())
 
 

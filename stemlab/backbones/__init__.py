@@ -1,6 +1,12 @@
 """Registry of backbones that accept any stem and adapt their first stage to its width."""
 
-from stemlab.backbones import c3d, recurrent, resnet2d, video_resnet  # noqa: F401  (registration)
+from stemlab.backbones import (  # noqa: F401  (registration)
+    c3d,
+    recurrent,
+    resnet2d,
+    torchvision_video,
+    video_resnet,
+)
 from stemlab.backbones.base import Backbone
 from stemlab.backbones.build import build_backbone, resolve_stem
 from stemlab.backbones.c3d import C3D

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from stemlab._validation import check_int_tuple, check_positive_float, check_positive_int
+from stemlab.backbones.layout import Stage
 
 __all__ = ["Backbone", "stage_widths"]
 
@@ -19,15 +20,25 @@ class Backbone(nn.Module):
     """Base class of stemlab's backbones.
 
     Subclasses set ``self.stem`` (a module with ``in_channels``, ``out_channels``, ``stride``),
-    ``input_rank`` (5 for clips, 4 for images) and ``feature_info``: one dict per stage with
-    ``module`` (name), ``num_chs`` (output channels) and ``reduction`` (total stride of that output
-    relative to the input; ``(t, h, w)`` for video). ``time_folded`` is True where the stages run
-    on frames folded into the batch (their ``feature_info`` entries say ``"time_folded": True``).
+    ``input_rank`` (5 for clips, 4 for images) and their stages: ``stage_records``, one
+    :class:`~stemlab.backbones.layout.Stage` per stage (``stemlab.anatomy`` reads them). Assigning
+    ``feature_info`` (one dict per stage with ``module``, ``num_chs``, ``reduction``) sets them;
+    reading it gives a fresh list of dicts, a thin view for timm-style code. ``time_folded`` is
+    True where the stages run on frames folded into the batch.
     """
 
     input_rank: int = 5
     time_folded: bool = False
-    feature_info: list[dict[str, Any]]
+    stage_records: tuple[Stage, ...] = ()
+
+    @property
+    def feature_info(self) -> list[dict[str, Any]]:
+        """The stages as timm-style dicts (a copy: assign to change them)."""
+        return [stage.as_feature_info() for stage in self.stage_records]
+
+    @feature_info.setter
+    def feature_info(self, entries: Sequence[dict[str, Any]]) -> None:
+        self.stage_records = tuple(Stage.from_feature_info(entry) for entry in entries)
 
     @property
     def in_channels(self) -> int:

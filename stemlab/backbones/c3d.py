@@ -77,15 +77,14 @@ class C3D(Backbone):
         self.fc8 = nn.Linear(fc_width, num_classes)
         self.relu = nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(dropout)
-        self.feature_info = [
-            {"module": "stem", "num_chs": stem.out_channels, "reduction": stem.stride}
-        ]
+        info = [{"module": "stem", "num_chs": stem.out_channels, "reduction": stem.stride}]
         reduction = stem.stride
         for index, channels_out in enumerate(widths):
             reduction = tuple(2 * r for r in reduction)  # every C3D pool after pool1 is 2x2x2
-            self.feature_info.append(
+            info.append(
                 {"module": f"layer{index + 1}", "num_chs": channels_out, "reduction": reduction}
             )
+        self.feature_info = info
         for module in (self.layer1, self.layer2, self.layer3, self.layer4):
             init_conv_bn_linear(module)
         init_conv_bn_linear(nn.ModuleList([self.fc6, self.fc7, self.fc8]))

@@ -17,7 +17,61 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["Layout", "layout_of", "torchvision_weights_enum"]
+__all__ = ["Layout", "Stage", "layout_of", "torchvision_weights_enum"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage's output as a builder records it (``model.feature_info`` is a view of these).
+
+    Attributes:
+        module: the stage's module name (``"layer1"``; ``"stem"`` for the stem output).
+        width: output channels.
+        stride: total stride of that output relative to the input (``(t, h, w)`` for video),
+            or ``None`` where it is not known.
+        time_folded: whether the stage runs on frames folded into the batch.
+        tokens: whether the output is a token sequence ``(N, L, C)`` (or channels-last
+            ``(N, T, H, W, C)``) rather than a ``(N, C, ...)`` feature map.
+    """
+
+    module: str
+    width: int
+    stride: tuple[int, ...] | None
+    time_folded: bool = False
+    tokens: bool = False
+
+    def as_feature_info(self) -> dict[str, Any]:
+        """The timm-style ``feature_info`` entry: ``module``, ``num_chs``, ``reduction``."""
+        entry: dict[str, Any] = {
+            "module": self.module,
+            "num_chs": self.width,
+            "reduction": self.stride,
+        }
+        if self.time_folded:
+            entry["time_folded"] = True
+        if self.tokens:
+            entry["tokens"] = True
+        return entry
+
+    @classmethod
+    def from_feature_info(cls, entry: dict[str, Any]) -> Stage:
+        """A stage from a ``feature_info`` entry.
+
+        Raises:
+            TypeError: an entry that is not a dict with ``module`` and ``num_chs``.
+        """
+        if not isinstance(entry, dict) or "module" not in entry or "num_chs" not in entry:
+            raise TypeError(
+                f"feature_info entries are dicts with 'module', 'num_chs' and 'reduction', got {entry!r}"
+            )
+        reduction = entry.get("reduction")
+        return cls(
+            module=str(entry["module"]),
+            width=int(entry["num_chs"]),
+            stride=None if reduction is None else tuple(int(r) for r in reduction),
+            time_folded=bool(entry.get("time_folded", False)),
+            tokens=bool(entry.get("tokens", False)),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,20 +83,27 @@ class Layout:
         first_block: the first module that reads the stem's output (``"layer1.0"``); its input
             width follows the stem's.
         head: the classifier, an ``nn.Linear`` with ``num_classes`` outputs (``"fc"``, ``"fc8"``).
-        stages: the stem and stage modules, as in ``model.feature_info`` (at the builder's
-            default size; a model built with another number of stages carries its own).
+        stages: the stem and stage modules for models whose builder records no stages
+            (``stemlab.anatomy`` prefers the built model's own records: widths, strides and the
+            number of stages follow the builder's kwargs).
         torchvision_weights: name of the torchvision weights enum whose checkpoints load
             strictly (``"R2Plus1D_18_Weights"``), or ``None``.
         time_folded: whether the stages run on frames folded into the batch
             (``(N*T, C, H, W)``), as the recurrent frame encoders do.
+        consumers: every module reading the stem's output where there are several (a block and
+            a separate shortcut); empty means ``(first_block,)``.
+        input_shape: an example input shape ``(1, C, T, H, W)`` at which ``stemlab.anatomy``
+            measures stage widths and strides (on the meta device) for models that record none.
     """
 
     stem: str = "stem"
     first_block: str
     head: str
-    stages: tuple[str, ...]
+    stages: tuple[str, ...] = ()
     torchvision_weights: str | None = None
     time_folded: bool = False
+    consumers: tuple[str, ...] = ()
+    input_shape: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("stem", "first_block", "head"):
@@ -57,6 +118,21 @@ class Layout:
             raise TypeError(
                 "Layout.torchvision_weights must be a torchvision weights enum name or None, "
                 f"got {self.torchvision_weights!r}"
+            )
+        if not isinstance(self.consumers, tuple) or not all(
+            isinstance(c, str) and c for c in self.consumers
+        ):
+            raise TypeError(
+                f"Layout.consumers must be a tuple of module names, got {self.consumers!r}"
+            )
+        if self.input_shape is not None and (
+            not isinstance(self.input_shape, tuple)
+            or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in self.input_shape
+            )
+        ):
+            raise TypeError(
+                f"Layout.input_shape must be a tuple of positive ints or None, got {self.input_shape!r}"
             )
         if not isinstance(self.time_folded, bool):
             raise TypeError(f"Layout.time_folded must be a bool, got {self.time_folded!r}")
@@ -76,12 +152,17 @@ class Layout:
         """State-dict prefix of the head (``"fc."``)."""
         return self.head + "."
 
+    @property
+    def stem_consumers(self) -> tuple[str, ...]:
+        """The modules reading the stem's output: ``consumers``, else ``(first_block,)``."""
+        return self.consumers or (self.first_block,)
+
     def for_model(self, model: nn.Module) -> Layout:
-        """This layout with ``stages`` taken from ``model.feature_info`` where the model has one."""
-        info = getattr(model, "feature_info", None)
-        if not info:
+        """This layout with ``stages`` taken from the model's recorded stages where it has them."""
+        records = getattr(model, "stage_records", None)
+        if not records:
             return self
-        stages = tuple(entry["module"] for entry in info)
+        stages = tuple(stage.module for stage in records)
         return self if stages == self.stages else replace(self, stages=stages)
 
 

@@ -96,7 +96,7 @@ class VideoResNet(Backbone):
         self.stem = stem
         inplanes = stem.out_channels
         reduction = stem.stride
-        self.feature_info = [{"module": "stem", "num_chs": inplanes, "reduction": reduction}]
+        info = [{"module": "stem", "num_chs": inplanes, "reduction": reduction}]
         for index, (builder, planes, blocks) in enumerate(zip(conv_builders, widths, layers)):
             stride = 1 if index == 0 else 2
             stage = make_video_stage(builder, inplanes, planes, blocks, stride)
@@ -105,10 +105,9 @@ class VideoResNet(Backbone):
             step = builder.get_downsample_stride(stride)
             step = (step,) * 3 if isinstance(step, int) else tuple(step)
             reduction = tuple(r * s for r, s in zip(reduction, step))
-            self.feature_info.append(
-                {"module": f"layer{index + 1}", "num_chs": planes, "reduction": reduction}
-            )
+            info.append({"module": f"layer{index + 1}", "num_chs": planes, "reduction": reduction})
             inplanes = planes
+        self.feature_info = info
         self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(inplanes, num_classes)

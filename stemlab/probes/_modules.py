@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from stemlab.backbones.layout import Layout
+from stemlab._anatomy import anatomy
 
 __all__ = [
     "ModuleSelector",
@@ -72,10 +72,13 @@ def module_names_hint(model: nn.Module, name: str) -> str:
 
 
 def stem_of(model: nn.Module) -> tuple[str, nn.Module] | None:
-    """The stem's name and module: the declared layout's stem, else the ``.stem`` attribute."""
-    layout = getattr(model, "layout", None)
-    if isinstance(layout, Layout):
-        return layout.stem, model.get_submodule(layout.stem)
+    """The stem's name and module: :func:`stemlab.anatomy`'s, else the ``.stem`` attribute."""
+    try:
+        found = anatomy(model)
+    except ValueError:
+        found = None
+    if found is not None:
+        return found.stem, found.stem_module
     stem = getattr(model, "stem", None)
     if not isinstance(stem, nn.Module):
         return None
@@ -90,10 +93,13 @@ def default_modules(model: nn.Module) -> list[str]:
         return [n for n, _ in model.named_children()]
     stem_name, stem = found
     selected = [stem_name] + [f"{stem_name}.{child}" for child, _ in stem.named_children()]
+    try:
+        declared: tuple[str, ...] = anatomy(model).stage_names
+    except ValueError:
+        declared = ()
     info = getattr(model, "feature_info", None)
-    layout = getattr(model, "layout", None)
-    if isinstance(layout, Layout):
-        stages = [s for s in layout.stages if s != stem_name]
+    if declared:
+        stages = [s for s in declared if s != stem_name]
     elif info:
         stages = [entry["module"] for entry in info if entry["module"] != stem_name]
     else:

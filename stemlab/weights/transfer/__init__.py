@@ -7,6 +7,9 @@ Each rule handles one kind of difference and is function-preserving where the ma
   channels carry the same signal (a gray clip replicated to RGB, a constant).
 - ``3d_to_2plus1d``: one 3-D conv -> an R(2+1)D stem (spatial conv, norm, ReLU, temporal conv).
   Truncated SVD; exact up to the reconstruction error it reports (eval mode).
+- ``2plus1d_to_3d``: an R(2+1)D stem -> one 3-D conv + norm: the two convs composed through the
+  mid norm, the middle ReLU dropped. Approximate; the report gives the relative error on a
+  random clip.
 - ``gate``: an added squeeze-excitation gate. Exact: the gate starts as the identity.
 - ``kernel_size``: other kernel sizes. Larger: centred zero-padding, exact. Fewer taps in time:
   outer taps summed in, exact on static clips away from the temporal border. Smaller in space:

@@ -19,6 +19,7 @@ from stemlab.weights.transfer.base import (
     shape_of,
 )
 from stemlab.weights.transfer.channels import adapt_input_channels
+from stemlab.weights.transfer.compose import compose_2plus1d
 from stemlab.weights.transfer.factorise import factorise_2plus1d
 from stemlab.weights.transfer.gate import add_identity_gates
 from stemlab.weights.transfer.kernels import resize_kernels
@@ -34,6 +35,11 @@ STEM_TRANSFERS: dict[str, StemRule] = {
         True,
     ),
     "3d_to_2plus1d": StemRule("a 3-D conv stem -> an R(2+1)D stem", factorise_2plus1d, True),
+    "2plus1d_to_3d": StemRule(
+        "an R(2+1)D stem -> one 3-D conv (approximate: the middle ReLU is dropped)",
+        compose_2plus1d,
+        True,
+    ),
     "gate": StemRule("an added squeeze-excitation gate", add_identity_gates, True),
     "kernel_size": StemRule("stem convs with other kernel sizes", resize_kernels, False),
     "width": StemRule("wider stems (and the first block)", widen, False),
