@@ -100,7 +100,7 @@ def test_edges_never_p_zero_clipped_and_noted():
     assert plus["clipped"] and (plus["ci_low"], plus["ci_high"]) == (-1.0, 1.0)
     text = "\n".join(accuracy.SECTION.findings(view) + accuracy.SECTION.headline(view))
     assert not re.search(r"p (=|<) 0(?![.\d])", text) and "nan" not in text.lower()
-    assert "`basic` vs `r2d`: no test possible: every paired difference" in text
+    assert "`basic` vs `r2d`: all 5 paired differences equal (0.05): no variance, no test" in text
     assert "clipped to the metric's range" in text
     figure = accuracy.forest_plot(table)
     ax = figure.axes[0]
