@@ -109,7 +109,7 @@ def test_edges_never_p_zero_clipped_and_noted():
         "basic vs r2d (n=5)",
     ]
     assert ax.get_xlim() == (-102.0, 102.0) and "clipped" in ax.get_title()
-    assert any(t.get_text().startswith("no test: every paired") for t in ax.texts)
+    assert any(t.get_text().startswith("no test: all 5 paired differences equal") for t in ax.texts)
 
 
 def test_a_note_from_compare_is_printed_instead_of_numbers():
